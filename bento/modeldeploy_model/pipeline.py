@@ -226,6 +226,7 @@ def stage_export(workdir: Path, quantize: bool = True, tolerance_abs: float | No
         "target": {"name": sp.target_name, "buckets": _quantile_buckets(sp.y_train)},
         "features": [
             {"name": n, "min": float(sp.X_train[:, i].min()), "max": float(sp.X_train[:, i].max()),
+             "mean": float(sp.X_train[:, i].mean()), "std": float(sp.X_train[:, i].std()),
              "buckets": _quantile_buckets(sp.X_train[:, i])}
             for i, n in enumerate(sp.feature_names)
         ],
