@@ -1,0 +1,46 @@
+# modeldeploy — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup test test-unit test-cluster lint typecheck cluster-up cluster-down cluster-status \
+        demo bench-operator bench-serving bench-canary clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
+
+setup: ## install everything: Debian packages, .venv, control-plane binaries (idempotent)
+	@hack/setup.sh
+
+test: setup ## setup, then lint, typecheck and the whole test suite (all tiers)
+	$(MAKE) --no-print-directory lint typecheck
+	$(PY) -m pytest -q
+
+test-unit: ## fast tests only (no servers)
+	$(PY) -m pytest -q tests/unit
+
+lint: ## ruff
+	$(VENV)/bin/ruff check operator bento tests hack
+
+typecheck: ## mypy
+	$(VENV)/bin/mypy
+
+cluster-up: setup ## start the local control plane (etcd, apiserver, controller-manager, scheduler, kwok)
+	@$(PY) hack/localcluster.py up
+
+cluster-down: ## stop every process cluster-up started
+	@$(PY) hack/localcluster.py down
+
+cluster-status: ## show the local control plane's processes and health
+	@$(PY) hack/localcluster.py status
+
+demo: setup ## the main job: cluster up, operator, example ModelDeployment to Ready (KEEP=1 leaves it up)
+	@hack/demo.sh
+
+bench-serving: setup ## benchmark: served model throughput/latency vs another model server
+	$(PY) -m modeldeploy_model.bench_serving
+
+clean: cluster-down ## remove local state (not the venv or the binary cache)
+	rm -rf .local

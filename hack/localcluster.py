@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""A real local Kubernetes control plane on 127.0.0.1, started and stopped by us.
+
+Why this exists: modeldeploy's integration tests must run against the real thing (etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler built from the upstream Go modules by
+hack/build-binaries.sh) with kwok standing in for kubelets, so Deployments get ReplicaSets and
+Pods that reach Running/Ready without containers. Everything binds to loopback on free ports,
+TLS material is generated at start-up, and every process we start is recorded in a state file
+so `down` can stop exactly those.
+
+Used three ways: `make cluster-up|cluster-down|cluster-status` (this file as a script), the
+pytest session fixture (tests/conftest.py imports `LocalCluster`), and `make demo`.
+Standard library only, so it runs before the venv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_STATE = REPO / ".local" / "cluster"
+SERVICE_CIDR = "10.96.0.0/16"
+NODE_NAME = "kwok-node-0"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bin_dir() -> Path:
+    """Where hack/build-binaries.sh put the binaries (it prints the path; it is a no-op when built)."""
+    env = os.environ.get("MODELDEPLOY_BIN")
+    if env:
+        return Path(env)
+    out = subprocess.run(
+        [str(REPO / "hack" / "build-binaries.sh")], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def generate_pki(pki: Path) -> None:
+    """One CA, an API server serving cert, an admin client cert (system:masters), an SA key pair."""
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "3650", "-subj", "/CN=modeldeploy-local-ca", cwd=pki)
+    sans = ("subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+            "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local")
+    (pki / "server.ext").write_text(sans + "\nextendedKeyUsage=serverAuth\n")
+    (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name, subj, ext in (
+        ("apiserver", "/CN=kube-apiserver", "server.ext"),
+        ("admin", "/O=system:masters/CN=modeldeploy-admin", "client.ext"),
+    ):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", subj, cwd=pki)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "3650", "-extfile", ext, cwd=pki)
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def kubeconfig_text(server: str, pki: Path) -> str:
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: modeldeploy-local
+  cluster:
+    server: {server}
+    certificate-authority: {pki / 'ca.crt'}
+users:
+- name: admin
+  user:
+    client-certificate: {pki / 'admin.crt'}
+    client-key: {pki / 'admin.key'}
+contexts:
+- name: modeldeploy-local
+  context: {{cluster: modeldeploy-local, user: admin}}
+current-context: modeldeploy-local
+"""
+
+
+@dataclass
+class LocalCluster:
+    """The control plane's processes and files; `state` holds the pids so another shell can stop them."""
+
+    state_dir: Path = DEFAULT_STATE
+    bins: Path | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    # -- state -----------------------------------------------------------------------------
+    def load(self) -> bool:
+        if not self.state_file.exists():
+            return False
+        data = json.loads(self.state_file.read_text())
+        self.ports, self.pids = data["ports"], data["pids"]
+        return True
+
+    def save(self) -> None:
+        self.state_file.write_text(json.dumps({"ports": self.ports, "pids": self.pids}, indent=2))
+
+    # -- health ----------------------------------------------------------------------------
+    def _ssl(self) -> ssl.SSLContext:
+        pki = self.state_dir / "pki"
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return ctx
+
+    def api_get(self, path: str, timeout: float = 3.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.server + path, context=self._ssl(), timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+        except (OSError, ValueError) as e:
+            return 0, str(e)
+
+    def api_send(self, method: str, path: str, body: dict) -> tuple[int, str]:
+        req = urllib.request.Request(self.server + path, data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=self._ssl(), timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def alive(self) -> dict[str, bool]:
+        return {name: _pid_alive(pid) for name, pid in self.pids.items()}
+
+    def healthy(self) -> bool:
+        return bool(self.pids) and all(self.alive().values()) and self.api_get("/readyz")[0] == 200
+
+    def node_ready(self) -> bool:
+        code, body = self.api_get(f"/api/v1/nodes/{NODE_NAME}")
+        if code != 200:
+            return False
+        conds = json.loads(body).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _start(self, name: str, argv: list[str]) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=self.state_dir)
+        self.pids[name] = proc.pid
+        self.save()
+
+    def _wait(self, what: str, check, timeout: float) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [n for n, ok in self.alive().items() if not ok]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited while waiting for {what}; "
+                                   f"see {self.logs}/{dead[0]}.log:\n{self._tail(dead[0])}")
+            if check():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.logs}")
+
+    def _tail(self, name: str, n: int = 15) -> str:
+        try:
+            return "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def up(self, timeout: float = 120.0) -> float:
+        """Start everything (or reuse a healthy cluster); return seconds until the node was Ready."""
+        t0 = time.monotonic()
+        if self.load() and self.healthy():
+            return 0.0
+        self.down(quiet=True)
+        bins = self.bins or bin_dir()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("pki", "etcd", "logs"):
+            shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+        pki = self.state_dir / "pki"
+        generate_pki(pki)
+        self.ports = {k: free_port() for k in
+                      ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
+        self.pids = {}
+        self.save()
+        try:
+            self._start_all(bins, pki, timeout)
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        return time.monotonic() - t0
+
+    def _start_all(self, bins: Path, pki: Path, timeout: float) -> None:
+        p = self.ports
+        etcd_url = f"http://127.0.0.1:{p['etcd']}"
+        self._start("etcd", [
+            str(bins / "etcd"), "--name=default", f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{p['etcd_peer']}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd_peer']}",
+            f"--initial-cluster=default=http://127.0.0.1:{p['etcd_peer']}",
+            "--unsafe-no-fsync=true", "--quota-backend-bytes=2147483648", "--log-level=warn",
+        ])
+        self._wait("etcd", lambda: _http_ok(etcd_url + "/health"), 30)
+
+        self._start("apiserver", [
+            str(bins / "kube-apiserver"), f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p['apiserver']}",
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}", "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--allow-privileged=true", "--profiling=false", "--v=1",
+        ])
+        self._wait("kube-apiserver /readyz", lambda: self.api_get("/readyz")[0] == 200, timeout)
+        self.kubeconfig.write_text(kubeconfig_text(self.server, pki))
+        kc = str(self.kubeconfig)
+
+        common = [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
+                  f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1", "--leader-elect=false"]
+        self._start("controller-manager", [
+            str(bins / "kube-controller-manager"), *common, f"--secure-port={p['kcm']}",
+            f"--root-ca-file={pki / 'ca.crt'}", f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--use-service-account-credentials=true", "--controllers=*",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--allocate-node-cidrs=false",
+            # HPA reacts quickly in tests; the defaults (15 s sync) are for real clusters.
+            "--horizontal-pod-autoscaler-sync-period=5s", "--v=1",
+        ])
+        self._start("scheduler", [str(bins / "kube-scheduler"), *common, f"--secure-port={p['scheduler']}"])
+        self._start("kwok", [
+            str(bins / "kwok"), f"--kubeconfig={kc}", "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--server-address=127.0.0.1:{p['kwok']}", "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
+        ])
+        self._create_node()
+        self._wait(f"node {NODE_NAME} Ready", self.node_ready, timeout)
+        # The default ServiceAccount must exist before pods can be admitted in `default`.
+        self._wait("default ServiceAccount",
+                   lambda: self.api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+                   timeout)
+
+    def _create_node(self) -> None:
+        node = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {
+                "name": NODE_NAME,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+                           "kubernetes.io/arch": "amd64", "type": "kwok"},
+            },
+            # No taint: this cluster has only fake nodes, so every pod may land there.
+            "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                       "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"}},
+        }
+        deadline = time.monotonic() + 30
+        while True:
+            code, body = self.api_send("POST", "/api/v1/nodes", node)
+            if code in (201, 409):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"creating node failed: {code} {body}")
+            time.sleep(0.3)
+
+    def down(self, quiet: bool = False) -> None:
+        """Stop every process `up` started (TERM, then KILL after a deadline), newest first."""
+        if not self.pids:
+            self.load()
+        for name in reversed(list(self.pids)):
+            _stop(self.pids[name])
+            if not quiet:
+                print(f"stopped {name} (pid {self.pids[name]})")
+        self.pids = {}
+        if self.state_file.exists():
+            self.state_file.unlink()
+        shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)
+
+    def status(self) -> str:
+        if not self.load():
+            return "cluster: down (no state)"
+        lines = [f"cluster state: {self.state_dir}"]
+        for name, ok in self.alive().items():
+            lines.append(f"  {name:<20} pid {self.pids[name]:<8} {'running' if ok else 'DEAD'}")
+        code, _ = self.api_get("/readyz")
+        lines.append(f"  apiserver {self.server} readyz={code or 'unreachable'}")
+        lines.append(f"  node {NODE_NAME}: {'Ready' if self.node_ready() else 'not ready'}")
+        lines.append(f"export KUBECONFIG={self.kubeconfig}")
+        return "\n".join(lines)
+
+    def rss_mib(self) -> dict[str, float]:
+        """Resident memory of each control-plane process, from /proc."""
+        out = {}
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out[name] = int(line.split()[1]) / 1024
+        return out
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as dead.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _stop(pid: int, timeout: float = 15.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["up", "down", "status", "rss"])
+    ap.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    args = ap.parse_args(argv)
+    c = LocalCluster(state_dir=args.state_dir)
+    if args.command == "up":
+        secs = c.up()
+        print(c.status())
+        print(f"# node Ready after {secs:.1f}s" if secs else "# already running")
+        print(f"export KUBECONFIG={c.kubeconfig}")
+    elif args.command == "down":
+        c.down()
+        print("cluster: down")
+    elif args.command == "status":
+        print(c.status())
+        return 0 if c.healthy() else 1
+    elif args.command == "rss":
+        c.load()
+        rss = c.rss_mib()
+        print(json.dumps({k: round(v, 1) for k, v in rss.items()} | {"total": round(sum(rss.values()), 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

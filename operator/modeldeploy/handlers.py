@@ -1,0 +1,98 @@
+"""kopf wiring, and nothing else: every handler is one line into `controller.Controller`.
+
+Only `@kopf.on.event` handlers are used, deliberately: they make kopf write nothing to our
+objects (no last-handled-configuration annotation, no progress storage, no finalizer), so the
+operator's API writes are exactly the ones `controller` decides on. Children are watched by the
+`app.kubernetes.io/managed-by=modeldeploy` label and map back to their owner by
+`modeldeploy.io/name`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from modeldeploy import GROUP, PLURAL, VERSION
+from modeldeploy.config import Settings
+from modeldeploy.controller import Controller
+from modeldeploy.http import HealthServer
+from modeldeploy.k8s import Kube, load_api_client
+from modeldeploy.logs import setup_logging
+from modeldeploy.resources.common import LABEL_NAME, MANAGED_BY
+
+STATE: dict[str, Any] = {}
+CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    cfg = Settings()
+    setup_logging(cfg.log_format)
+    # Deliberate kopf settings: our prefix for anything kopf might store, bounded watches so
+    # stale connections are replaced, and capped error backoffs.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.posting.level = logging.WARNING
+    settings.peering.name = cfg.peering or "modeldeploy"
+    settings.peering.mandatory = bool(cfg.peering)
+    settings.peering.standalone = not cfg.peering
+    kube = Kube(load_api_client(cfg.kubeconfig, pool_size=cfg.workers + 4))
+    controller = Controller(kube, cfg)
+    await controller.start()
+    health = HealthServer(cfg.http_host_port, ready=lambda: controller.started)
+    await health.start()
+    STATE.update(controller=controller, health=health)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if "controller" in STATE:
+        await STATE["controller"].stop()
+    if "health" in STATE:
+        await STATE["health"].stop()
+    STATE.clear()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def modeldeployment_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
+    if "controller" not in STATE or namespace is None:
+        return
+    if type == "DELETED":
+        STATE["controller"].forget(namespace, name)
+    else:
+        STATE["controller"].enqueue(namespace, name)
+
+
+def _child(labels: Mapping[str, str], namespace: str | None) -> None:
+    owner = labels.get(LABEL_NAME)
+    if owner and namespace and "controller" in STATE:
+        STATE["controller"].enqueue(namespace, owner)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+async def deployment_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    _child(labels, namespace)
+
+
+@kopf.on.event("v1", "services", labels=CHILD_LABELS)
+async def service_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    _child(labels, namespace)
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILD_LABELS)
+async def hpa_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    _child(labels, namespace)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
+async def pdb_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    _child(labels, namespace)

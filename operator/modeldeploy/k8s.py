@@ -1,0 +1,140 @@
+"""The only module that talks to the Kubernetes API server.
+
+Writes use server-side apply (field manager `modeldeploy`, forced): one request creates or
+updates, fields we stop setting are removed, and fields others own (the HPA's `replicas`) are
+left alone. The reconciler calls `apply` only after `diff.is_subset` says something differs,
+so steady state costs reads, never writes. Every write is counted in the operator's metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from modeldeploy import GROUP, KIND, PLURAL, VERSION
+from modeldeploy import metrics as opmetrics
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "modeldeploy"
+
+# kind -> (API path prefix, plural). Namespaced kinds only; the operator manages nothing else.
+KINDS: dict[str, tuple[str, str]] = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Service": ("/api/v1", "services"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "Secret": ("/api/v1", "secrets"),
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    "VirtualService": ("/apis/networking.istio.io/v1", "virtualservices"),
+    KIND: (f"/apis/{GROUP}/{VERSION}", PLURAL),
+}
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    cfg = client.Configuration()
+    try:
+        if kubeconfig:
+            raise config.ConfigException("explicit kubeconfig")
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    cfg.connection_pool_maxsize = pool_size
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    """Thin, typed-enough wrapper over the REST API for the kinds in `KINDS`."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.instance = socket.gethostname()
+
+    def _path(self, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        prefix, plural = KINDS[kind]
+        path = f"{prefix}/namespaces/{namespace}/{plural}"
+        if name:
+            path += f"/{name}"
+        if sub:
+            path += f"/{sub}"
+        return path
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None,
+              query: list[tuple[str, str]] | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        resp = self.api.call_api(
+            path, method, header_params=headers, body=body, query_params=query or [],
+            auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True,
+            _preload_content=True, _request_timeout=30,
+        )
+        return resp
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", self._path(kind, namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        result = self._call(
+            "PATCH", self._path(obj["kind"], meta["namespace"], meta["name"]), body=json.dumps(obj),
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+        opmetrics.API_WRITES.labels(kind=obj["kind"], verb="apply").inc()
+        return result
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            self._call("DELETE", self._path(kind, namespace, name),
+                       body={"propagationPolicy": "Background"})
+            opmetrics.API_WRITES.labels(kind=kind, verb="delete").inc()
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._call("PATCH", self._path(KIND, namespace, name, "status"), body={"status": status},
+                   content_type="application/merge-patch+json")
+        opmetrics.API_WRITES.labels(kind=KIND, verb="status").inc()
+
+    def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        result = self._call("PATCH", self._path(kind, namespace, name), body=patch,
+                            content_type="application/merge-patch+json")
+        opmetrics.API_WRITES.labels(kind=kind, verb="patch").inc()
+        return result
+
+    def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the ModelDeployment (what `kubectl describe mdep` shows)."""
+        meta = owner["metadata"]
+        ts = now_rfc3339()
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "reason": reason, "message": message[:1024], "type": type_,
+            "source": {"component": "modeldeploy"}, "reportingComponent": "modeldeploy",
+            "reportingInstance": self.instance, "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+        }
+        try:
+            self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
+        except ApiException as e:  # an Event is best effort; never fail a reconcile over it
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"],
+                        e.reason)

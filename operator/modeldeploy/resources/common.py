@@ -1,0 +1,85 @@
+"""Names, labels, owner references and the revision hash shared by every builder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from modeldeploy import GROUP, KIND, VERSION
+from modeldeploy.api import ModelDeployment, ModelSpec
+
+Track = Literal["stable", "canary"]
+
+MANAGED_BY = "modeldeploy"
+LABEL_NAME = "modeldeploy.io/name"
+LABEL_TRACK = "modeldeploy.io/track"
+LABEL_REVISION = "modeldeploy.io/revision"
+ANNOTATION_BENTO = "modeldeploy.io/bento"
+
+_LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def label_value(text: str) -> str:
+    """Make any string a valid label value (<= 63 chars, alphanumeric at both ends)."""
+    v = _LABEL_VALUE_BAD.sub("_", text)[:63]
+    return v.strip("._-")
+
+
+def revision_hash(model: ModelSpec) -> str:
+    """Stable hash of everything that shapes the model pods; a new hash is a new revision."""
+    canon = json.dumps(model.model_dump(by_alias=True, mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:10]
+
+
+def deployment_name(md: ModelDeployment, track: Track) -> str:
+    return md.name if track == "stable" else f"{md.name}-canary"
+
+
+def track_service_name(md: ModelDeployment, track: Track) -> str:
+    """Per-track Services, used by the Gateway API and Istio routers."""
+    return f"{md.name}-{track}"
+
+
+def selector_labels(md: ModelDeployment, track: Track | None = None) -> dict[str, str]:
+    labels = {LABEL_NAME: md.name}
+    if track is not None:
+        labels[LABEL_TRACK] = track
+    return labels
+
+
+def common_labels(md: ModelDeployment, track: Track | None = None) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/name": label_value(md.name),
+        "app.kubernetes.io/instance": label_value(md.name),
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **selector_labels(md, track),
+    }
+    return labels
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    """Children are owned by the ModelDeployment, so deleting it garbage-collects them."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": md.name,
+        "uid": md.metadata.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(md: ModelDeployment, name: str, track: Track | None = None,
+             annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": md.namespace,
+        "labels": common_labels(md, track),
+        "ownerReferences": [owner_reference(md)],
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    return meta

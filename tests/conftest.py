@@ -1,0 +1,78 @@
+"""Session fixtures for the real tiers: the local control plane and Prometheus servers.
+
+Tests that need a tier ask for its fixture; the fixture starts the real component on loopback
+(free ports) and stops it at teardown. Nothing here is a mock.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "hack"))
+
+from localcluster import LocalCluster  # noqa: E402
+from localprom import PrometheusServer, ScrapeTarget  # noqa: E402
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last value: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A fresh local control plane for the test session (its own state dir and ports)."""
+    c = LocalCluster(state_dir=tmp_path_factory.mktemp("cluster"))
+    c.up()
+    try:
+        yield c
+    finally:
+        c.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: LocalCluster) -> str:
+    return str(cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def kube_env(kubeconfig: str) -> dict[str, str]:
+    """Environment for subprocesses (kubectl, helm, the operator) pointed at the test cluster."""
+    env = dict(os.environ)
+    env["KUBECONFIG"] = kubeconfig
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
+    """Factory: `prometheus([ScrapeTarget(...)], scrape_interval="1s")` starts a real server."""
+    started: list[PrometheusServer] = []
+
+    def start(targets: list[ScrapeTarget], scrape_interval: str = "1s") -> PrometheusServer:
+        d = tmp_path / f"prom{len(started)}"
+        d.mkdir()
+        p = PrometheusServer(targets, scrape_interval=scrape_interval, workdir=d)
+        started.append(p)
+        return p.start()
+
+    try:
+        yield start
+    finally:
+        for p in started:
+            p.stop()
