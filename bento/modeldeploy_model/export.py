@@ -145,8 +145,8 @@ def measure_latency(name: str, predict: Callable[[np.ndarray], np.ndarray], X: n
         predict(big)
         batch_times.append((time.perf_counter() - t0) * 1000)
     row_times.sort()
-    return LatencyResult(name, statistics.median(row_times), row_times[min(len(row_times) - 1, int(0.99 * len(row_times)))],
-                         statistics.median(batch_times))
+    p99 = row_times[min(len(row_times) - 1, int(0.99 * len(row_times)))]
+    return LatencyResult(name, statistics.median(row_times), p99, statistics.median(batch_times))
 
 
 def export_candidates(model: TrainedModel, n_features: int, out_dir: Path, quantize: bool = True) -> dict[str, str]:

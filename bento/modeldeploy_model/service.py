@@ -243,5 +243,6 @@ class ModelService:
         return out
 
 
-ModelService.add_asgi_middleware(FaultInjectionMiddleware)
-ModelService.mount_asgi_app(_make_metadata_app(), path="/")
+# The decorator returns a bentoml Service object; its type is not visible to mypy through the class.
+ModelService.add_asgi_middleware(FaultInjectionMiddleware)  # type: ignore[attr-defined]
+ModelService.mount_asgi_app(_make_metadata_app(), path="/")  # type: ignore[attr-defined]

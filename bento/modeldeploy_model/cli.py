@@ -1,0 +1,401 @@
+"""``modeldeploy`` subcommands for the model side: train -> evaluate/gate -> export -> explain ->
+package -> serve -> containerize -> manifest, plus ``pipeline`` for all of it at once.
+
+Why registered from here: the operator's CLI (``modeldeploy.cli``) imports this module only if the
+``ml`` extra is installed, so this module imports nothing heavy at load time; each handler imports
+what it needs. User errors (missing stage output, a failed gate, bad flags) print one line saying
+what is wrong and what to run, and return a non-zero code - never a traceback.
+
+Exit codes: 0 ok, 1 user error, 3 quality gate failed (the model was not exported or packaged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")  # BentoML usage analytics would need the network
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_USER_ERROR = 1
+EXIT_GATE_FAILED = 3
+DEFAULT_WORKDIR = "modeldeploy-work"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _guard(func: Handler) -> Handler:
+    """Turn the exceptions that mean "the user must do something" into one line and an exit code."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from modeldeploy_model.deploy import DeployError
+        from modeldeploy_model.evaluate import GateFailed
+        from modeldeploy_model.package import PackageError
+        from modeldeploy_model.pipeline import StageError
+        from modeldeploy_model.runtime import ArtifactError
+
+        try:
+            return func(args)
+        except GateFailed as exc:
+            _err(f"{exc}. The model was not exported or packaged; improve it or relax the threshold.")
+            return EXIT_GATE_FAILED
+        except (StageError, ArtifactError, PackageError, DeployError, ValueError, FileNotFoundError) as exc:
+            _err(str(exc))
+            return EXIT_USER_ERROR
+
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+# --- shared options --------------------------------------------------------------------------
+
+
+def _add_workdir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", type=Path, default=Path(DEFAULT_WORKDIR),
+                   help=f"pipeline work directory (default: ./{DEFAULT_WORKDIR})")
+
+
+def _add_data_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=["room_price", "diabetes"], default="room_price",
+                   help="room_price: synthetic (size --samples); diabetes: ships with scikit-learn")
+    p.add_argument("--samples", type=int, default=2000, help="rows of the synthetic data set (default 2000)")
+    p.add_argument("--seed", type=int, default=42, help="seed for data, split and training (default 42)")
+    p.add_argument("--models", default="ridge,forest",
+                   help="comma-separated kinds: linear, ridge, forest, gbt, mlp, keras (default ridge,forest)")
+    p.add_argument("--epochs", type=int, default=60, help="Keras epochs (default 60)")
+
+
+def _add_gate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gate", action="append", default=[], metavar="METRIC>=VALUE",
+                   help="quality threshold on the test split, e.g. --gate 'r2>=0.9' --gate 'rmse<=15' (repeatable)")
+    p.add_argument("--gate-config", type=Path, help="YAML/JSON file: {r2: {min: 0.9}, rmse: {max: 15}}")
+    p.add_argument("--select-by", choices=["rmse", "mse", "mae", "r2"], default="rmse",
+                   help="validation metric used to pick the model (default rmse)")
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-quantize", action="store_true", help="skip the int8 dynamic quantization candidate")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max |prediction difference| allowed for an export (default: 2%% of the target's std)")
+
+
+def _add_package(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default="room_price", help="BentoML model and Bento name (default room_price)")
+    p.add_argument("--no-build", action="store_true", help="save to the model store only, skip `bentoml build`")
+
+
+def _thresholds(args: argparse.Namespace) -> list[Any]:
+    from modeldeploy_model.evaluate import load_gate_file, parse_threshold
+
+    out = [parse_threshold(t) for t in args.gate]
+    if args.gate_config is not None:
+        out += load_gate_file(args.gate_config)
+    return out
+
+
+def _train_options(args: argparse.Namespace) -> Any:
+    from modeldeploy_model.train import TrainOptions
+
+    if args.epochs < 1:
+        raise ValueError("--epochs must be >= 1")
+    return TrainOptions(seed=args.seed, epochs=args.epochs)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=float))
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+@_guard
+def cmd_train(args: argparse.Namespace) -> int:
+    from modeldeploy_model.pipeline import stage_data, stage_train
+    from modeldeploy_model.train import parse_kinds
+
+    kinds = parse_kinds(args.models)
+    d = stage_data(args.workdir, args.dataset, args.samples, args.seed)
+    print(f"data: {d.dataset}, {d.n_train}/{d.n_val}/{d.n_test} rows train/val/test, {d.data_hash[:23]}...")
+    t = stage_train(args.workdir, kinds, _train_options(args))
+    for m in t.models:
+        print(f"trained {m['kind']} ({m['family']}) in {m['train_seconds']:.2f}s -> {m['path']}")
+    return 0
+
+
+def _print_scores(scores: dict[str, Any], selected: str) -> None:
+    print(f"{'model':8} {'split':5} {'rmse':>10} {'mae':>10} {'r2':>8}")
+    for kind, by_split in sorted(scores.items()):
+        for split in ("val", "test"):
+            m = by_split[split]
+            mark = " <- selected" if kind == selected and split == "val" else ""
+            print(f"{kind:8} {split:5} {m['rmse']:10.4g} {m['mae']:10.4g} {m['r2']:8.4f}{mark}")
+
+
+@_guard
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from modeldeploy_model.evaluate import GateFailed
+    from modeldeploy_model.pipeline import read_record, stage_evaluate
+
+    try:
+        res = stage_evaluate(args.workdir, _thresholds(args), args.select_by)
+    except GateFailed:
+        rec = read_record(args.workdir, "evaluate", "modeldeploy evaluate")
+        _print_scores(rec["scores"], rec["selected"])
+        raise
+    _print_scores(res.scores, res.selected)
+    print(res.gate.summary())
+    return 0
+
+
+@_guard
+def cmd_export(args: argparse.Namespace) -> int:
+    from modeldeploy_model.pipeline import stage_export
+
+    res = stage_export(args.workdir, quantize=not args.no_quantize, tolerance_abs=args.tolerance)
+    _print_export(res)
+    print(f"artifact: {args.workdir / 'artifact'}")
+    return 0
+
+
+def _print_export(res: Any) -> None:
+    for p in res.parity:
+        verdict = "passed" if p.passed else f"FAILED ({p.reason})"
+        print(f"parity {p.runtime}: max|diff| {p.max_abs_diff:.3g} (tol {p.tolerance_abs:.3g}), "
+              f"RMSE change {p.rmse_relative_delta:.2%}: {verdict}")
+    for lat in res.latency:
+        print(f"latency {lat.runtime}: 1 row p50 {lat.row_p50_ms:.3f} ms, 256 rows p50 {lat.batch256_p50_ms:.3f} ms")
+    for rt, e in res.errors.items():
+        print(f"not exported: {rt}: {e.splitlines()[0]}")
+    print(f"serving runtime: {res.chosen_runtime} (fastest that passed parity)")
+
+
+@_guard
+def cmd_explain(args: argparse.Namespace) -> int:
+    if args.artifact is not None and args.row:
+        from modeldeploy_model.explain import from_artifact
+
+        rows = [json.loads(r) for r in args.row]
+        _print_json(from_artifact(args.artifact).explain(__import__("numpy").asarray(rows, dtype=float)).to_dict())
+        return 0
+    from modeldeploy_model.pipeline import stage_explain
+
+    res = stage_explain(args.workdir, rows=args.rows)
+    print(f"{res.explainer} on {res.rows} test rows (additivity error {res.max_additivity_error:.2g})")
+    for name, v in res.importance.items():
+        print(f"  {name:20} mean |SHAP| {v:.4g}")
+    return 0
+
+
+@_guard
+def cmd_package(args: argparse.Namespace) -> int:
+    from modeldeploy_model.package import package
+    from modeldeploy_model.pipeline import record
+
+    artifact = args.artifact or args.workdir / "artifact"
+    res = package(artifact, name=args.name, build=not args.no_build)
+    if args.artifact is None:
+        record(args.workdir, "package", res.to_dict())
+    print(f"model: {res.model_tag}")
+    if res.bento_tag:
+        print(f"bento: {res.bento_tag}  (serve: modeldeploy serve --bento {res.bento_tag})")
+    return 0
+
+
+@_guard
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from modeldeploy_model.pipeline import PipelineConfig, run_pipeline
+    from modeldeploy_model.train import parse_kinds
+
+    cfg = PipelineConfig(
+        workdir=args.workdir, dataset=args.dataset, n_samples=args.samples, seed=args.seed,
+        kinds=parse_kinds(args.models), train=_train_options(args), thresholds=_thresholds(args),
+        selection_metric=args.select_by, quantize=not args.no_quantize, tolerance_abs=args.tolerance,
+        explain=True, package=not args.no_package, build=not args.no_build, name=args.name,
+    )
+    try:
+        res = run_pipeline(cfg)
+    except Exception as exc:
+        from modeldeploy_model.evaluate import GateFailed
+        from modeldeploy_model.pipeline import read_record
+
+        if isinstance(exc, GateFailed):
+            rec = read_record(args.workdir, "evaluate", "modeldeploy pipeline")
+            _print_scores(rec["scores"], rec["selected"])
+        raise
+    d = res.data
+    print(f"data: {d.dataset}, {d.n_train}/{d.n_val}/{d.n_test} rows train/val/test, {d.data_hash[:23]}...")
+    _print_scores(res.evaluate.scores, res.evaluate.selected)
+    print(res.evaluate.gate.summary())
+    _print_export(res.export)
+    if res.explain:
+        top = ", ".join(f"{k} {v:.3g}" for k, v in list(res.explain.importance.items())[:5])
+        print(f"explain: {res.explain.explainer}; mean |SHAP|: {top}")
+    print(f"artifact: {res.artifact_dir}  (serve: modeldeploy serve --artifact {res.artifact_dir})")
+    if res.package is not None:
+        print(f"model: {res.package.model_tag}")
+        if res.package.bento_tag:
+            print(f"bento: {res.package.bento_tag}  (serve: modeldeploy serve --bento {res.package.bento_tag})")
+    print(f"records: {args.workdir / 'results'}")
+    return 0
+
+
+@_guard
+def cmd_demo_artifact(args: argparse.Namespace) -> int:
+    from modeldeploy_model.testing import build_test_artifact
+
+    out = build_test_artifact(args.out, version_seed=args.version_seed, kind=args.kind)
+    card = json.loads((out / "card.json").read_text())
+    print(f"artifact {out}: {card['name']}:{card['version']} ({card['kind']}, runtime {card['runtime']})")
+    return 0
+
+
+@_guard
+def cmd_serve(args: argparse.Namespace) -> int:
+    from modeldeploy_model import config
+    from modeldeploy_model.runtime import load_card
+    from modeldeploy_model.testing import SERVICE_IMPORT, base_env, serve_command
+
+    if (args.artifact is None) == (args.bento is None):
+        raise ValueError("give exactly one of --artifact DIR (a pipeline artifact) or --bento NAME:VERSION")
+    extra: dict[str, str] = {}
+    if args.artifact is not None:
+        load_card(args.artifact)  # fail early with a clear message
+        extra[config.ENV_ARTIFACT_DIR] = str(Path(args.artifact).resolve())
+        target = SERVICE_IMPORT
+    else:
+        target = args.bento
+    print(f"serving {target} on http://{args.host}:{args.port} (/predict /explain /metadata /metrics)", flush=True)
+    try:
+        return subprocess.call(serve_command(target, args.host, args.port), env=base_env(extra))
+    except KeyboardInterrupt:
+        return 0
+
+
+@_guard
+def cmd_containerize(args: argparse.Namespace) -> int:
+    from modeldeploy_model.deploy import containerize
+
+    tag = args.bento or _latest_bento(args.workdir)
+    return containerize(tag, args.tag)
+
+
+def _latest_bento(workdir: Path) -> str:
+    from modeldeploy_model.pipeline import read_record
+
+    rec = read_record(workdir, "package", f"modeldeploy package --workdir {workdir}")
+    if not rec.get("bento_tag"):
+        raise ValueError(f"no Bento was built in {workdir}; run `modeldeploy package --workdir {workdir}`")
+    return str(rec["bento_tag"])
+
+
+@_guard
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from modeldeploy_model.deploy import ManifestOptions, build_manifest, render
+
+    bento = args.bento or _latest_bento(args.workdir)
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--steps {args.steps!r}: give comma-separated integers, e.g. 10,25,50") from None
+    opts = ManifestOptions(
+        name=args.name, image=args.image, bento=bento, namespace=args.namespace, port=args.port,
+        replicas=args.replicas, strategy=args.strategy, steps=steps, interval=args.interval,
+        prometheus=args.prometheus, max_error_rate=args.max_error_rate, max_latency_p99=args.max_latency_p99,
+    )
+    text = render(build_manifest(opts))
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the model-side subcommands to the ``modeldeploy`` parser."""
+    p = sub.add_parser("train", help="prepare data (split) and train models")
+    _add_workdir(p)
+    _add_data_train(p)
+    p.set_defaults(func=cmd_train)
+
+    for name in ("evaluate", "gate"):
+        p = sub.add_parser(name, help="score trained models, select by validation, apply the quality gate")
+        _add_workdir(p)
+        _add_gate(p)
+        p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="ONNX / int8 export with parity check; writes WORKDIR/artifact")
+    _add_workdir(p)
+    _add_export(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("explain", help="SHAP attributions for the exported model")
+    _add_workdir(p)
+    p.add_argument("--rows", type=int, default=50, help="test rows to explain for global importance (default 50)")
+    p.add_argument("--artifact", type=Path, help="explain rows given with --row against this artifact instead")
+    p.add_argument("--row", action="append", default=[], help="a JSON list of feature values (with --artifact)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("package", help="save the artifact to BentoML's model store and `bentoml build` a Bento")
+    _add_workdir(p)
+    _add_package(p)
+    p.add_argument("--artifact", type=Path, help="package this artifact directory instead of WORKDIR/artifact")
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("pipeline", help="all stages: data, train, evaluate+gate, export, explain, package")
+    _add_workdir(p)
+    _add_data_train(p)
+    _add_gate(p)
+    _add_export(p)
+    _add_package(p)
+    p.add_argument("--no-package", action="store_true", help="stop after explain (no BentoML store or build)")
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("serve", help="serve an artifact or a Bento with `bentoml serve` (foreground)")
+    p.add_argument("--artifact", type=Path, help="pipeline artifact directory (e.g. WORKDIR/artifact)")
+    p.add_argument("--bento", help="Bento tag, e.g. room_price:latest")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo-artifact", help="train a tiny scikit-learn model and write its artifact (for tests)")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    p.add_argument("--version-seed", type=int, default=0, help="different seeds give different model versions")
+    p.add_argument("--kind", default="ridge", choices=["linear", "ridge", "forest", "gbt", "mlp"])
+    p.set_defaults(func=cmd_demo_artifact)
+
+    p = sub.add_parser("containerize", help="`bentoml containerize` the Bento (needs a Docker engine)")
+    _add_workdir(p)
+    p.add_argument("--bento", help="Bento tag (default: the one `package` built in WORKDIR)")
+    p.add_argument("-t", "--tag", help="image tag, e.g. registry.example/room-price:2f1c")
+    p.set_defaults(func=cmd_containerize)
+
+    p = sub.add_parser("manifest", help="write a ModelDeployment YAML for a built image")
+    _add_workdir(p)
+    p.add_argument("--name", required=True, help="ModelDeployment name (a Kubernetes name)")
+    p.add_argument("--image", required=True, help="container image built from the Bento")
+    p.add_argument("--bento", help="Bento tag (default: the one `package` built in WORKDIR)")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--strategy", choices=["Canary", "Rolling"], default="Canary")
+    p.add_argument("--steps", default="10,25,50", help="canary traffic percentages (default 10,25,50)")
+    p.add_argument("--interval", default="30s", help="time per canary step (default 30s)")
+    p.add_argument("--prometheus", help="Prometheus address; adds the error-rate and latency-p99 analysis")
+    p.add_argument("--max-error-rate", type=float, default=0.01)
+    p.add_argument("--max-latency-p99", type=float, default=0.5, help="seconds")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_manifest)
