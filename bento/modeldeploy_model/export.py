@@ -149,6 +149,11 @@ def measure_latency(name: str, predict: Callable[[np.ndarray], np.ndarray], X: n
     return LatencyResult(name, statistics.median(row_times), p99, statistics.median(batch_times))
 
 
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
 def export_candidates(model: TrainedModel, n_features: int, out_dir: Path, quantize: bool = True) -> dict[str, str]:
     """Write ONNX (and int8) files into ``out_dir``; return errors per candidate that failed."""
     errors: dict[str, str] = {}
@@ -159,7 +164,7 @@ def export_candidates(model: TrainedModel, n_features: int, out_dir: Path, quant
         else:
             export_sklearn_onnx(model.model, n_features, onnx_path)
     except Exception as exc:  # converter gaps are reported, not fatal: the native model still ships
-        errors["onnx"] = f"{type(exc).__name__}: {exc}"
+        errors["onnx"] = _short(exc)
         return errors
     if quantize:
         try:
@@ -167,7 +172,7 @@ def export_candidates(model: TrainedModel, n_features: int, out_dir: Path, quant
         except NothingToQuantize as exc:
             errors["onnx-int8"] = str(exc)
         except Exception as exc:
-            errors["onnx-int8"] = f"{type(exc).__name__}: {exc}"
+            errors["onnx-int8"] = _short(exc)
     return errors
 
 

@@ -100,11 +100,13 @@ class OnnxPredictor:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_dtype = np.float64 if first.type == "tensor(double)" else np.float32
         self.runtime = runtime
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: np.asarray(X, dtype=np.float32)})[0]
+        out = self.session.run(None, {self.input_name: np.asarray(X, dtype=self.input_dtype)})[0]
         return np.asarray(out, dtype=np.float64).reshape(-1)
 
 

@@ -109,10 +109,15 @@ def _sklearn_estimator(kind: str, opts: TrainOptions) -> Any:
 
 def train_sklearn(kind: str, split: Split, opts: TrainOptions) -> TrainedModel:
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     est = _sklearn_estimator(kind, opts)
-    pipe = Pipeline([("scale", StandardScaler()), ("model", est)])
+    # Trees need no scaling, and a float64 scaler in front of them breaks ONNX parity: scikit-learn
+    # compares float32 inputs with float32 thresholds, so a row scaled in float64 vs float32 can take
+    # the other branch near a threshold and jump a whole leaf value. An identity step keeps the
+    # pipeline's shape (preprocessing, estimator) for every kind.
+    scale = FunctionTransformer() if FAMILY[kind] == "tree" else StandardScaler()
+    pipe = Pipeline([("scale", scale), ("model", est)])
     t0 = time.perf_counter()
     pipe.fit(split.X_train, split.y_train)  # scaler statistics come from the training split only
     params = {k: v for k, v in est.get_params().items() if isinstance(v, int | float | str | bool) or v is None}
