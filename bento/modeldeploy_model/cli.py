@@ -261,15 +261,16 @@ def cmd_demo_artifact(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_serve(args: argparse.Namespace) -> int:
-    from modeldeploy_model import config
-    from modeldeploy_model.runtime import load_card
+    from modeldeploy_model import config, faults
+    from modeldeploy_model.runtime import check_artifact
     from modeldeploy_model.testing import SERVICE_IMPORT, base_env, serve_command
 
     if (args.artifact is None) == (args.bento is None):
         raise ValueError("give exactly one of --artifact DIR (a pipeline artifact) or --bento NAME:VERSION")
+    faults.from_env(os.environ)  # refuse a malformed fault setting before starting anything
     extra: dict[str, str] = {}
     if args.artifact is not None:
-        load_card(args.artifact)  # fail early with a clear message
+        check_artifact(args.artifact)  # fail early with a clear message
         extra[config.ENV_ARTIFACT_DIR] = str(Path(args.artifact).resolve())
         target = SERVICE_IMPORT
     else:

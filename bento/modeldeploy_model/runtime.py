@@ -126,5 +126,22 @@ def load_predictor(artifact_dir: str | os.PathLike[str], runtime: str | None = N
     return OnnxPredictor(path, runtime=chosen)
 
 
+def check_artifact(artifact_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Fail with ArtifactError unless the directory holds a card with features and its serving model.
+
+    Launchers call this before starting a server: a worker that fails to load its model is
+    restarted by BentoML's supervisor in a loop instead of exiting with the reason.
+    """
+    card = load_card(artifact_dir)
+    features = card.get("features")
+    if not isinstance(features, list) or not features or not all("name" in f for f in features):
+        raise ArtifactError(f"{Path(artifact_dir) / CARD_FILE} lists no features: rebuild it with `modeldeploy export`")
+    chosen = str(card.get("runtime", "sklearn"))
+    if chosen not in RUNTIME_FILES or not (Path(artifact_dir) / RUNTIME_FILES[chosen]).exists():
+        raise ArtifactError(f"{artifact_dir}: the card's runtime {chosen!r} has no model file; "
+                            "rebuild it with `modeldeploy export`")
+    return card
+
+
 def available_runtimes(artifact_dir: str | os.PathLike[str]) -> list[str]:
     return [rt for rt, name in RUNTIME_FILES.items() if (Path(artifact_dir) / name).exists()]

@@ -39,7 +39,7 @@ import bentoml
 import numpy as np
 from pydantic import BeforeValidator
 
-from modeldeploy_model import config
+from modeldeploy_model import config, faults
 from modeldeploy_model.runtime import ArtifactError, load_card, load_predictor
 
 logger = logging.getLogger("modeldeploy_model.service")
@@ -129,8 +129,9 @@ class FaultInjectionMiddleware:
     def __init__(self, app: Any, paths: tuple[str, ...] = ("/predict",)) -> None:
         self.app = app
         self.paths = paths
-        self.error_rate = _env_float(config.ENV_FAULT_ERROR_RATE, 0.0, 1.0)
-        self.latency_s = _env_float(config.ENV_FAULT_LATENCY_MS, 0.0, 600_000.0) / 1000.0
+        settings = faults.from_env(os.environ)
+        self.error_rate = settings.error_rate
+        self.latency_s = settings.latency_ms / 1000.0
         if self.error_rate or self.latency_s:
             logger.warning("fault injection on: error rate %.3f, added latency %.0f ms",
                            self.error_rate, self.latency_s * 1000)
@@ -149,19 +150,6 @@ class FaultInjectionMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
-
-
-def _env_float(name: str, lo: float, hi: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; unset it or give a value in [{lo:g}, {hi:g}]") from None
-    if not (lo <= value <= hi):
-        raise ValueError(f"{name}={raw!r} is out of range; give a value in [{lo:g}, {hi:g}]")
-    return value
 
 
 def _make_metadata_app() -> Any:

@@ -15,7 +15,8 @@ Quick use (Python)::
 
 ``serve_subprocess(artifact_dir, port=None, env=None, *, host="127.0.0.1", timeout=120.0,
 log_path=None) -> ServedModel`` returns once ``/readyz`` answers 200 (polled with a deadline) and
-raises ``ServerStartError`` with the server log's tail if it exits or times out. ``ServedModel``
+raises ``ServerStartError`` with the server log's tail if it exits or times out (``ValueError`` at
+once for a malformed fault setting). ``ServedModel``
 has ``url``, ``port``, ``pid``, ``log_path`` and ``stop()`` (SIGTERM to its own process group,
 SIGKILL after a deadline); use it as a context manager or call ``stop()`` in a ``finally``.
 Fault injection: ``MODELDEPLOY_FAULT_ERROR_RATE`` (0..1) and ``MODELDEPLOY_FAULT_LATENCY_MS``
@@ -136,9 +137,12 @@ def start_server(target: str, port: int | None = None, env: dict[str, str] | Non
                  host: str = "127.0.0.1", timeout: float = 120.0, log_path: Path | None = None,
                  cwd: Path | None = None) -> ServedModel:
     """Start ``bentoml serve TARGET`` (import path or Bento tag) and wait until it is ready."""
+    from modeldeploy_model import faults
+
     port = port or free_port(host)
     cleanup: list[Path] = []
     extra = dict(env or {})
+    faults.from_env({**os.environ, **extra})  # a bad value fails here, not in a worker restart loop
     if "BENTOML_HOME" not in extra and "BENTOML_HOME" not in os.environ:
         home = Path(tempfile.mkdtemp(prefix="bentoml-home-"))
         cleanup.append(home)
@@ -165,6 +169,9 @@ def serve_subprocess(artifact_dir: str | os.PathLike[str], port: int | None = No
                      env: dict[str, str] | None = None, *, host: str = "127.0.0.1", timeout: float = 120.0,
                      log_path: Path | None = None) -> ServedModel:
     """Serve a pipeline artifact directory with ``bentoml serve`` (see the module docstring)."""
+    from modeldeploy_model.runtime import check_artifact
+
+    check_artifact(artifact_dir)
     extra = dict(env or {})
     extra[config.ENV_ARTIFACT_DIR] = str(Path(artifact_dir).resolve())
     return start_server(SERVICE_IMPORT, port, extra, host=host, timeout=timeout, log_path=log_path)

@@ -6,7 +6,7 @@ import pytest
 from modeldeploy_model import runtime
 from modeldeploy_model.explain import from_artifact
 from modeldeploy_model.pipeline import stage_data, stage_evaluate, stage_explain, stage_export, stage_train
-from modeldeploy_model.train import TrainOptions, TrainedModel
+from modeldeploy_model.train import TrainedModel, TrainOptions
 
 
 @pytest.fixture(scope="module")

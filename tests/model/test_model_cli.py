@@ -1,0 +1,136 @@
+"""The ``modeldeploy`` model subcommands as a newcomer runs them, and the generated manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modeldeploy.cli import main
+from modeldeploy_model import package as pkg
+from modeldeploy_model.deploy import DeployError, ManifestOptions, build_manifest, docker_status
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_stage_by_stage_then_gate_failure(tmp_path, capsys):
+    work = str(tmp_path / "w")
+    assert main(["train", "--workdir", work, "--samples", "300", "--models", "linear,ridge"]) == 0
+    assert main(["evaluate", "--workdir", work, "--gate", "r2>=0.99999"]) == 3
+    err = capsys.readouterr().err
+    assert "quality gate failed: r2 =" in err and ">= 0.99999" in err and "Traceback" not in err
+    assert main(["export", "--workdir", work]) == 1
+    assert "failed the quality gate" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "artifact").exists()
+    assert main(["gate", "--workdir", work, "--gate", "r2>=0.5"]) == 0
+    assert main(["export", "--workdir", work]) == 0
+    assert main(["explain", "--workdir", work, "--rows", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "shap.LinearExplainer" in out and "area" in out
+    assert (tmp_path / "w" / "artifact" / "card.json").exists()
+
+
+def test_pipeline_on_diabetes_with_gate_file(tmp_path, capsys):
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("r2: {min: 0.2}\nrmse: {max: 80}\n")
+    work = tmp_path / "d"
+    rc = main(["pipeline", "--workdir", str(work), "--dataset", "diabetes", "--models", "ridge",
+               "--gate-config", str(gate), "--no-build"])
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "quality gate passed" in out and "model: room_price:" in out
+    card = json.loads((work / "artifact" / "card.json").read_text())
+    assert card["dataset"] == "diabetes" and len(card["features"]) == 10
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["export", "--workdir", "/nonexistent/w"], "run `modeldeploy evaluate"),
+    (["train", "--workdir", "W", "--models", "svm"], "unknown model kind(s) svm"),
+    (["evaluate", "--workdir", "W", "--gate", "accuracy>0.9"], "METRIC>=VALUE"),
+    (["serve", "--artifact", "/nonexistent/a"], "not a modeldeploy artifact"),
+    (["serve"], "exactly one of --artifact"),
+    (["manifest", "--workdir", "/nonexistent/w", "--name", "x", "--image", "i:1"], "modeldeploy package"),
+    (["manifest", "--name", "Bad_Name", "--image", "i:1", "--bento", "a:b"], "not a valid Kubernetes name"),
+    (["manifest", "--name", "ok", "--image", "i:1", "--bento", "a:b", "--steps", "50,10"], "strictly increasing"),
+])
+def test_user_errors_are_one_line_with_the_fix(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_manifest_exact_fields(tmp_path, capsys):
+    out = tmp_path / "md.yaml"
+    assert main(["manifest", "--name", "room-price", "--image", "registry.example/room-price:2f1c",
+                 "--bento", "room_price:2f1c", "--prometheus", "http://prometheus.monitoring:9090",
+                 "-o", str(out)]) == 0
+    doc = yaml.safe_load(out.read_text())
+    assert doc == {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "room-price", "namespace": "default"},
+        "spec": {
+            "model": {"image": "registry.example/room-price:2f1c", "bento": "room_price:2f1c", "port": 3000},
+            "replicas": 2,
+            "rollout": {
+                "strategy": "Canary",
+                "canary": {"steps": [10, 25, 50], "interval": "30s"},
+                "analysis": {
+                    "prometheus": {"address": "http://prometheus.monitoring:9090"},
+                    "metrics": [{"name": "error-rate", "max": 0.01}, {"name": "latency-p99", "max": 0.5}],
+                },
+            },
+        },
+    }
+    assert main(["manifest", "--name", "room-price", "--image", "i:1", "--bento", "a:b"]) == 0
+    plain = yaml.safe_load(capsys.readouterr().out)
+    assert "analysis" not in plain["spec"]["rollout"]
+
+
+def _crd_schema() -> dict:
+    path = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+    if not path.exists():
+        pytest.skip("the ModelDeployment CRD is not in crds/ yet")
+    crd = yaml.safe_load(path.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
+    return version["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize("opts", [
+    ManifestOptions(name="room-price", image="r/x:1", bento="x:1", prometheus="http://p:9090"),
+    ManifestOptions(name="room-price", image="r/x:1", bento="x:1", strategy="Rolling", replicas=0),
+])
+def test_manifest_valid_against_the_crd_schema(opts):
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(build_manifest(opts), _crd_schema())
+
+
+def test_manifest_rejects_nonsense():
+    with pytest.raises(DeployError, match="interval"):
+        build_manifest(ManifestOptions(name="a", image="i", bento="a:b", interval="soon"))
+
+
+def test_containerize_says_what_is_missing(tmp_path, capsys):
+    if docker_status().ok:
+        pytest.skip("a Docker engine is running here; containerize would really build")
+    assert main(["containerize", "--bento", "room_price:abc"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot containerize room_price:abc" in err and ("dockerd" in err or "docker.io" in err)
+
+
+def test_reference_bentofile_matches_generated_options():
+    ref = yaml.safe_load((REPO / "bento" / "bentofile.yaml").read_text())
+    gen = pkg.build_options("room_price:abc", {"name": "room_price"}, "room_price")
+    assert ref["service"] == gen["service"] == pkg.SERVICE
+    assert ref["include"] == gen["include"]
+    assert ref["models"][0]["alias"] == gen["models"][0]["alias"]
+    assert ref["python"]["lock_packages"] is False and gen["python"]["lock_packages"] is False
+
+
+def test_demo_artifact_command(tmp_path, capsys):
+    assert main(["demo-artifact", "--out", str(tmp_path / "a"), "--version-seed", "3"]) == 0
+    assert "room_price:" in capsys.readouterr().out
+    assert (tmp_path / "a" / "model.joblib").exists()
