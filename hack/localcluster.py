@@ -262,13 +262,18 @@ class LocalCluster:
             "--use-service-account-credentials=true", "--controllers=*",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allocate-node-cidrs=false",
             # HPA reacts quickly in tests; the defaults (15 s sync) are for real clusters.
-            "--horizontal-pod-autoscaler-sync-period=5s", "--v=1",
+            "--horizontal-pod-autoscaler-sync-period=5s",
+            # kwok renews the node lease (below); a loaded 2-core CI machine must not flap the node.
+            "--node-monitor-grace-period=120s", "--v=1",
         ])
         self._start("scheduler", [str(bins / "kube-scheduler"), *common, f"--secure-port={p['scheduler']}"])
         self._start("kwok", [
             str(bins / "kwok"), f"--kubeconfig={kc}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--server-address=127.0.0.1:{p['kwok']}", "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
+            # Heartbeat through a Lease (renewed every ~10 s): without it kwok only patches node status
+            # about once a minute, past the node monitor's grace period, and the node flaps NotReady.
+            "--node-lease-duration-seconds=40",
         ])
         self._create_node()
         self._wait(f"node {NODE_NAME} Ready", self.node_ready, timeout)

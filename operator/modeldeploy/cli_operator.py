@@ -20,7 +20,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     namespaces = args.namespace or [n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n]
     peering = os.environ.get("MODELDEPLOY_PEERING", "")
     kwargs: dict[str, Any] = {"standalone": not peering, "clusterwide": not namespaces,
-                              "namespaces": namespaces or None}
+                              "namespaces": namespaces}
     if peering:
         kwargs["peering_name"] = peering
     asyncio.run(kopf.operator(**kwargs))

@@ -164,9 +164,12 @@ class Controller:
             opmetrics.RECONCILES.labels("requeue" if result.requeue_after else "ok").inc()
             return result
         except ApiException as e:
+            if e.status == 403 and "NamespaceTerminating" in str(e.body):
+                opmetrics.RECONCILES.labels("ok").inc()
+                return Result()  # the namespace is going away, and this object with it
             opmetrics.RECONCILES.labels("error").inc()
             opmetrics.RECONCILE_ERRORS.labels(f"ApiException{e.status}").inc()
-            log.warning("reconcile %s/%s: API error %s %s", *key, e.status, e.reason)
+            log.warning("reconcile %s/%s: API error %s %s: %s", *key, e.status, e.reason, str(e.body)[:500])
             return Result(error=True)
         except Exception as e:  # never let one object take the loop down; back off and retry
             opmetrics.RECONCILES.labels("error").inc()
@@ -209,6 +212,9 @@ class Controller:
                 self.kube.delete(action.kind, namespace, action.name)
                 log.info("%s/%s: deleted %s %s", namespace, name, action.kind, action.name)
         if status_changed(md.status, p.status):
+            log.info("%s/%s: status %s -> %s: %s", namespace, name, md.status.phase.value, p.status.phase.value,
+                     p.status.message)
+            log.debug("%s/%s: old status %s", namespace, name, md.status.model_dump(mode="json"))
             self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
         for ev in p.events:
             self.kube.event(body, ev.type, ev.reason, ev.message)

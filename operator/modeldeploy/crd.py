@@ -32,7 +32,7 @@ def _defaults_for(model: type[BaseModel]) -> dict[str, Any]:
             continue
         value = field.default_factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            out[alias] = value.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
+            out[alias] = value.model_dump(by_alias=True, exclude_none=True, mode="json")
         else:
             out[alias] = value
     return out

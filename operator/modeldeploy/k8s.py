@@ -8,7 +8,6 @@ so steady state costs reads, never writes. Every write is counted in the operato
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from datetime import UTC, datetime
@@ -95,7 +94,7 @@ class Kube:
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         result = self._call(
-            "PATCH", self._path(obj["kind"], meta["namespace"], meta["name"]), body=json.dumps(obj),
+            "PATCH", self._path(obj["kind"], meta["namespace"], meta["name"]), body=obj,
             content_type="application/apply-patch+yaml",
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
         opmetrics.API_WRITES.labels(kind=obj["kind"], verb="apply").inc()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.conftest import wait_for
+from tests.integration.operator_fixture import OperatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +39,42 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd(api_client: client.ApiClient, kube_env: dict[str, str]) -> str:
+    """The ModelDeployment CRD installed with kubectl, Established and served."""
+    subprocess.run(["kubectl", "apply", "--server-side", "-f", str(CRD_FILE)], env=kube_env, check=True,
+                   capture_output=True)
+    ext = client.ApiextensionsV1Api(api_client)
+
+    def established() -> bool:
+        got = ext.read_custom_resource_definition("modeldeployments.modeldeploy.io")
+        return any(c.type == "Established" and c.status == "True" for c in got.status.conditions or [])
+
+    wait_for(established, 30, what="ModelDeployment CRD Established")
+    custom = client.CustomObjectsApi(api_client)
+    wait_for(lambda: _listable(custom), 30, what="ModelDeployment API served")
+    return "modeldeployments.modeldeploy.io"
+
+
+def _listable(custom: client.CustomObjectsApi) -> bool:
+    try:
+        custom.list_cluster_custom_object("modeldeploy.io", "v1alpha1", "modeldeployments")
+        return True
+    except ApiException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def operator(crd: str, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator running as a subprocess for the module's tests (resync every 3 s)."""
+    op = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    try:
+        yield op
+    finally:
+        op.stop()

@@ -1,0 +1,99 @@
+"""Bad ModelDeployments are rejected by the API server at `kubectl apply`, with a message that says what to fix.
+
+These run the real kubectl against the real kube-apiserver with our CRD (structural schema +
+CEL rules) installed. Nothing is created for any of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.cluster
+
+GOOD: dict[str, Any] = {
+    "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "bad"},
+    "spec": {"model": {"image": "registry.example/m:1"}},
+}
+
+
+def with_spec(**changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(GOOD)
+    for path, value in changes.items():
+        node = body["spec"]
+        keys = path.split("__")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        if value is DELETE:
+            node.pop(keys[-1])
+        else:
+            node[keys[-1]] = value
+    return body
+
+
+DELETE = object()
+PROM = {"address": "http://prometheus.monitoring:9090"}
+
+CASES = [
+    ("missing image", with_spec(model__image=DELETE), "spec.model.image: Required value"),
+    ("empty image", with_spec(model__image=""), "spec.model.image: Invalid value"),
+    ("replicas wrong type", with_spec(replicas="two"), 'spec.replicas: Invalid value: "string"'),
+    ("negative replicas", with_spec(replicas=-1), "spec.replicas: Invalid value: -1"),
+    ("unknown field", with_spec(modle={"image": "x"}), 'unknown field "spec.modle"'),
+    ("port out of range", with_spec(model__port=70000), "spec.model.port: Invalid value: 70000"),
+    ("min > max replicas", with_spec(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
+     "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas"),
+    ("steps not increasing", with_spec(rollout={"canary": {"steps": [10, 50, 25]}}),
+     "canary.steps must be strictly increasing"),
+    ("repeated step", with_spec(rollout={"canary": {"steps": [10, 10, 50]}}), "canary.steps must be strictly increasing"),
+    ("step over 100", with_spec(rollout={"canary": {"steps": [50, 150]}}), "every step must be within 1..100"),
+    ("two routers", with_spec(rollout={"canary": {"trafficRouter": {
+        "replicas": {}, "istio": {"hosts": ["m"]}}}}), "set exactly one of replicas, gatewayAPI or istio"),
+    ("no router", with_spec(rollout={"canary": {"trafficRouter": {}}}), "set exactly one of replicas"),
+    ("bad interval", with_spec(rollout={"canary": {"interval": "soon"}}), "spec.rollout.canary.interval: Invalid value"),
+    ("unknown strategy", with_spec(rollout={"strategy": "BlueGreen"}), 'supported values: "Canary", "Rolling"'),
+    ("error-rate as percent", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
+        {"name": "error-rate", "max": 5}]}}), "error-rate is a ratio: thresholds must be within 0..1"),
+    ("negative latency", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
+        {"name": "latency-p99", "max": -1}]}}), "latency thresholds are seconds and must be positive"),
+    ("custom metric without query", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
+        {"name": "my-check", "max": 1}]}}), "needs a query"),
+    ("metric without bounds", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
+        {"name": "error-rate"}]}}), "metric: set min and/or max"),
+    ("metrics without prometheus", with_spec(rollout={"analysis": {"metrics": [{"name": "error-rate", "max": 0.01}]}}),
+     "rollout.analysis.prometheus is required when analysis metrics are set"),
+    ("bad prometheus address", with_spec(rollout={"analysis": {"prometheus": {"address": "prometheus:9090"}}}),
+     "spec.rollout.analysis.prometheus.address: Invalid value"),
+    ("failureLimit zero", with_spec(rollout={"analysis": {"failureLimit": 0}}),
+     "spec.rollout.analysis.failureLimit: Invalid value: 0"),
+]
+
+
+@pytest.mark.parametrize("body,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_rejected_with_a_clear_message(crd: str, namespace: str, kube_env: dict[str, str], body: dict,
+                                       message: str) -> None:
+    out = subprocess.run(["kubectl", "apply", "-n", namespace, "-f", "-"], input=yaml.safe_dump(body), text=True,
+                         capture_output=True, env=kube_env)
+    assert out.returncode != 0, out.stdout
+    assert message in out.stderr, out.stderr
+    got = subprocess.run(["kubectl", "get", "mdep", "-n", namespace, "-o", "name"], text=True, capture_output=True,
+                         env=kube_env)
+    assert got.stdout.strip() == ""
+
+
+def test_the_good_object_is_accepted_and_defaulted(crd: str, namespace: str, kube_env: dict[str, str]) -> None:
+    out = subprocess.run(["kubectl", "apply", "-n", namespace, "-f", "-"], input=yaml.safe_dump(GOOD), text=True,
+                         capture_output=True, env=kube_env)
+    assert out.returncode == 0, out.stderr
+    got = yaml.safe_load(subprocess.run(["kubectl", "get", "mdep", "bad", "-n", namespace, "-o", "yaml"], text=True,
+                                        capture_output=True, env=kube_env, check=True).stdout)
+    spec = got["spec"]
+    assert spec["model"]["port"] == 3000
+    assert spec["rollout"]["strategy"] == "Canary"
+    assert spec["rollout"]["canary"]["steps"] == [10, 25, 50]
+    assert spec["rollout"]["canary"]["trafficRouter"] == {"replicas": {}}
+    assert spec["rollout"]["analysis"]["minRequests"] == 20
