@@ -37,6 +37,7 @@ from typing import Annotated, Any
 
 import bentoml
 import numpy as np
+from bentoml.validators import ContentType
 from pydantic import BeforeValidator
 
 from modeldeploy_model import config, faults
@@ -121,6 +122,8 @@ def _parse_explain_rows(value: Any) -> np.ndarray:
 
 PredictRows = Annotated[np.ndarray, BeforeValidator(parse_rows)]
 ExplainRows = Annotated[np.ndarray, BeforeValidator(_parse_explain_rows)]
+# A fixed content type: otherwise BentoML derives it from the output's JSON schema on every response.
+Predictions = Annotated[np.ndarray, ContentType("application/json")]
 
 
 class FaultInjectionMiddleware:
@@ -171,6 +174,7 @@ def _make_metadata_app() -> Any:
     traffic={"timeout": 30},
     endpoints={"livez": "/livez", "readyz": "/readyz"},
     metrics={"enabled": True},
+    logging={"access": {"enabled": os.environ.get(config.ENV_ACCESS_LOG, "").lower() in ("1", "true", "yes")}},
 )
 class ModelService:
     def __init__(self) -> None:
@@ -214,7 +218,7 @@ class ModelService:
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=config.MAX_BATCH_SIZE,
                  max_latency_ms=config.MAX_LATENCY_MS)
-    async def predict(self, rows: PredictRows) -> np.ndarray:
+    async def predict(self, rows: PredictRows) -> Predictions:
         X = np.asarray(rows, dtype=np.float32)
         y = self.predictor.predict(X)
         self._observe(X, y)

@@ -49,12 +49,14 @@ CASES = [
      "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas"),
     ("steps not increasing", with_spec(rollout={"canary": {"steps": [10, 50, 25]}}),
      "canary.steps must be strictly increasing"),
-    ("repeated step", with_spec(rollout={"canary": {"steps": [10, 10, 50]}}), "canary.steps must be strictly increasing"),
+    ("repeated step", with_spec(rollout={"canary": {"steps": [10, 10, 50]}}),
+     "canary.steps must be strictly increasing"),
     ("step over 100", with_spec(rollout={"canary": {"steps": [50, 150]}}), "every step must be within 1..100"),
     ("two routers", with_spec(rollout={"canary": {"trafficRouter": {
         "replicas": {}, "istio": {"hosts": ["m"]}}}}), "set exactly one of replicas, gatewayAPI or istio"),
     ("no router", with_spec(rollout={"canary": {"trafficRouter": {}}}), "set exactly one of replicas"),
-    ("bad interval", with_spec(rollout={"canary": {"interval": "soon"}}), "spec.rollout.canary.interval: Invalid value"),
+    ("bad interval", with_spec(rollout={"canary": {"interval": "soon"}}),
+     "spec.rollout.canary.interval: Invalid value"),
     ("unknown strategy", with_spec(rollout={"strategy": "BlueGreen"}), 'supported values: "Canary", "Rolling"'),
     ("error-rate as percent", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
         {"name": "error-rate", "max": 5}]}}), "error-rate is a ratio: thresholds must be within 0..1"),

@@ -108,7 +108,8 @@ def test_image_change_rolls_the_stable_deployment() -> None:
 
 
 def test_missing_secret_degrades_without_touching_the_running_deployment() -> None:
-    m = md(model={"image": "r/x:2", "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}]})
+    ref = {"secretKeyRef": {"name": "t", "key": "k"}}
+    m = md(model={"image": "r/x:2", "env": [{"name": "TOKEN", "valueFrom": ref}]})
     running = steady(md(), 1)
     running.problems = ["Secret 't' (spec.model.env TOKEN) does not exist in namespace 'ml'"]
     p = plan(m, running, NOW)
