@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 t0=$(date +%s)
 
-APT_PACKAGES=(prometheus lua5.1 openssl wrk)
+APT_PACKAGES=(prometheus lua5.1 openssl wrk curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -207,7 +207,7 @@ class Controller:
                 log.info("%s/%s: %s %s %s", namespace, name, verb.lower(), action.kind, action.name)
                 if verb == "Created" or action.kind == "Deployment":
                     self.kube.event(body, "Normal", f"{verb}{action.kind}", f"{verb.lower()} {action.kind} "
-                                    f"{action.name}" + ("" if verb == "Created" else " (restored desired state)"))
+                                    f"{action.name}" + ("" if verb == "Created" else " to match the spec"))
             else:
                 self.kube.delete(action.kind, namespace, action.name)
                 log.info("%s/%s: deleted %s %s", namespace, name, action.kind, action.name)
