@@ -345,8 +345,12 @@ class ModelDeploymentStatus(_StatusModel):
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Available, Progressing, "
                                                                           "Degraded.")
     stable: Revision | None = Field(default=None, description="The revision serving stable traffic.")
+    stable_model: ModelSpec | None = Field(
+        default=None, description="The full model spec of the stable revision, so the stable Deployment can be "
+                                  "kept (or rebuilt) while a canary of a newer spec runs.")
     canary: Revision | None = Field(default=None, description="The revision under analysis, if any.")
-    canary_weight: int = Field(default=0, description="Percent of traffic the canary receives.")
+    canary_weight: int = Field(default=0, description="Percent of traffic the canary receives (as achieved: with "
+                                                      "the replicas router, by ready pod ratio).")
     current_step: int = Field(default=0, description="Index into canary.steps (0 = none yet).")
     failed_checks: int = Field(default=0, description="Failed analyses during this canary.")
     inconclusive_checks: int = Field(default=0, description="Inconclusive analyses in a row.")

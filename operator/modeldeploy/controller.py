@@ -11,22 +11,29 @@ decides what to do; `k8s.Kube` does it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from modeldeploy import KIND
-from modeldeploy import metrics as opmetrics
-from modeldeploy.api import ModelDeployment, Phase
+from modeldeploy import KIND, opmetrics
+from modeldeploy.api import MetricCheck, ModelDeployment, Phase, parse_duration
 from modeldeploy.config import Settings
-from modeldeploy.k8s import Kube, now_rfc3339
-from modeldeploy.reconcile import Observed, plan, status_changed
-from modeldeploy.resources.common import deployment_name
+from modeldeploy.k8s import Kube
+from modeldeploy.metrics import MetricProvider, ProviderError, queries
+from modeldeploy.metrics.prometheus import PrometheusProvider
+from modeldeploy.reconcile import Observed, Plan, plan, status_changed
+from modeldeploy.reconcile import view_of as plan_view
+from modeldeploy.resources.common import deployment_name, revision_hash
+from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse
+from modeldeploy.rollout.engine import analysis_due_in, fmt_time
+from modeldeploy.routers import router_for
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +96,8 @@ class WorkQueue:
 @dataclass
 class Result:
     requeue_after: float | None = None  # seconds; None = only on the next event or resync
-    error: bool = False
+    error: bool = False                 # an exception: retry with exponential backoff
+    backoff: bool = False               # a semantic problem: retry with exponential backoff
 
 
 class Controller:
@@ -146,22 +154,22 @@ class Controller:
                 result = await loop.run_in_executor(self._pool, self.reconcile, key)
             finally:
                 self.queue.done(key)
-            if result.error or result.requeue_after is not None:
+            if result.error or result.backoff:
                 n = self.failures.get(key, 0) + 1
                 self.failures[key] = n
                 delay = min(self.settings.backoff_base_seconds * 2 ** (n - 1), self.settings.backoff_max_seconds)
-                if result.requeue_after is not None and not result.error:
-                    delay = max(delay, result.requeue_after)
                 self.queue.add_after(key, delay)
-            else:
-                self.failures.pop(key, None)
+                continue
+            self.failures.pop(key, None)
+            if result.requeue_after is not None:  # e.g. the next canary analysis is due then
+                self.queue.add_after(key, result.requeue_after)
 
     # -- one reconcile (in a worker thread) ------------------------------------------------------
     def reconcile(self, key: Key) -> Result:
         t0 = time.perf_counter()
         try:
             result = self._reconcile(key)
-            opmetrics.RECONCILES.labels("requeue" if result.requeue_after else "ok").inc()
+            opmetrics.RECONCILES.labels("backoff" if result.backoff else "ok").inc()
             return result
         except ApiException as e:
             if e.status == 403 and "NamespaceTerminating" in str(e.body):
@@ -191,14 +199,39 @@ class Controller:
             msg = f"spec does not match the operator's model: {e.errors()[0]['msg']} at " \
                   f"{'.'.join(str(x) for x in e.errors()[0]['loc'])}"
             self._degrade_invalid(body, msg)
-            return Result(requeue_after=self.settings.backoff_max_seconds)
+            return Result(backoff=True)
 
         observed = self.observe(md)
-        p = plan(md, observed, now_rfc3339())
+        now = datetime.now(UTC).replace(microsecond=0)
+        analysis = self.run_analysis(md, observed, now)
+        p = plan(md, observed, now, analysis)
+        # Status first: it is the record of the rollout state. If we crash after this, the next
+        # reconcile re-derives the same objects from it; the other order could repeat a step.
+        if status_changed(md.status, p.status):
+            log.info("%s/%s: %s -> %s: %s", namespace, name, md.status.phase.value, p.status.phase.value,
+                     p.status.message)
+            self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
+        self.execute(md, body, observed, p)
+        for ev in p.events:
+            self.kube.event(body, ev.type, ev.reason, ev.message)
+        self.export_metrics(md, p)
+        d = p.decision
+        if d is not None and d.consume:
+            self.kube.patch_merge(KIND, namespace, name, {"metadata": {"annotations": {a: None for a in d.consume}}})
+        if observed.problems:
+            return Result(requeue_after=self.settings.backoff_base_seconds, backoff=True)
+        if p.requeue_after is not None:
+            return Result(requeue_after=p.requeue_after)
+        return Result()
+
+    def execute(self, md: ModelDeployment, body: dict, observed: Observed, p: Plan) -> None:
+        namespace, name = md.namespace, md.name
         absent = {("Deployment", deployment_name(md, "stable")): observed.stable is None,
+                  ("Deployment", deployment_name(md, "canary")): observed.canary is None,
                   ("Service", md.name): observed.service is None,
                   ("HorizontalPodAutoscaler", md.name): observed.hpa is None,
-                  ("PodDisruptionBudget", md.name): observed.pdb is None}
+                  ("PodDisruptionBudget", md.name): observed.pdb is None,
+                  **{k: v is None for k, v in observed.routing.items()}}
         for action in p.actions:
             if action.verb == "apply":
                 assert action.body is not None
@@ -208,22 +241,77 @@ class Controller:
                 if verb == "Created" or action.kind == "Deployment":
                     self.kube.event(body, "Normal", f"{verb}{action.kind}", f"{verb.lower()} {action.kind} "
                                     f"{action.name}" + ("" if verb == "Created" else " to match the spec"))
+            elif action.verb == "scale":
+                assert action.body is not None
+                self.kube.patch_merge(action.kind, namespace, action.name, action.body)
+                log.info("%s/%s: scaled %s %s to 0", namespace, name, action.kind, action.name)
             else:
                 self.kube.delete(action.kind, namespace, action.name)
                 log.info("%s/%s: deleted %s %s", namespace, name, action.kind, action.name)
-        if status_changed(md.status, p.status):
-            log.info("%s/%s: status %s -> %s: %s", namespace, name, md.status.phase.value, p.status.phase.value,
-                     p.status.message)
-            log.debug("%s/%s: old status %s", namespace, name, md.status.model_dump(mode="json"))
-            self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
-        for ev in p.events:
-            self.kube.event(body, ev.type, ev.reason, ev.message)
+
+    def export_metrics(self, md: ModelDeployment, p: Plan) -> None:
+        ns, name = md.namespace, md.name
         for phase in Phase:
-            opmetrics.PHASE.labels(namespace, name, phase.value).set(1 if phase == p.status.phase else 0)
-        opmetrics.CANARY_WEIGHT.labels(namespace, name).set(p.status.canary_weight)
-        if observed.problems:
-            return Result(requeue_after=self.settings.backoff_base_seconds)
-        return Result()
+            opmetrics.PHASE.labels(ns, name, phase.value).set(1 if phase == p.status.phase else 0)
+        opmetrics.CANARY_WEIGHT.labels(ns, name).set(p.status.canary_weight)
+        d = p.decision
+        if d is None:
+            return
+        if d.promoted:
+            opmetrics.PROMOTIONS.labels(ns, name).inc()
+        if d.rolled_back:
+            opmetrics.ROLLBACKS.labels(ns, name).inc()
+
+    # -- canary analysis (I/O: queries the metric provider) ---------------------------------------
+    def run_analysis(self, md: ModelDeployment, observed: Observed, now: datetime) -> AnalysisResult | None:
+        """Measure the canary when its step's analysis is due; None when nothing is due."""
+        due = analysis_due_in(md, now)
+        canary = md.status.canary
+        if due is None or due > 0 or canary is None or canary.hash != revision_hash(md.spec.model):
+            return None
+        if not plan_view(md, observed).canary_ready:
+            return None
+        a = md.spec.rollout.analysis
+        stamp = fmt_time(now)
+        if not a.metrics:
+            return AnalysisResult("Pass", [], "no metrics configured: the step advanced on time")
+        interval = md.spec.rollout.canary.interval
+        ns, name = md.namespace, md.name
+        try:
+            provider = self.provider_for(md)
+        except ProviderError as e:
+            provider, setup_error = None, str(e)
+        measurements: list[Measurement] = []
+        requests: Measurement | None = None
+        if provider is None:
+            requests = Measurement(check=None, error=setup_error)
+        else:
+            requests = _measure(provider, None, queries.request_count(ns, name, "canary", interval))
+            for check in a.metrics:
+                promql = queries.render(check.query, namespace=ns, name=name, track="canary", revision=canary.hash,
+                                        interval=interval) if check.query else \
+                    queries.builtin(check.name, ns, name, "canary", interval)
+                measurements.append(_measure(provider, check, promql))
+        result = analyse(a, requests, measurements, stamp)
+        for rec in result.records:
+            opmetrics.ANALYSIS.labels(ns, name, rec.metric, rec.verdict).inc()
+        log.info("%s/%s: analysis %s: %s", ns, name, result.verdict, result.reason)
+        return result
+
+    def provider_for(self, md: ModelDeployment) -> MetricProvider:
+        prom = md.spec.rollout.analysis.prometheus
+        if prom is None:
+            raise ProviderError("spec.rollout.analysis.prometheus is not set")
+        kwargs: dict = {}
+        if prom.secret_ref is not None:
+            secret = self.kube.get("Secret", md.namespace, prom.secret_ref.name)
+            if secret is None:
+                raise ProviderError(f"Secret {prom.secret_ref.name!r} (analysis.prometheus.secretRef) not found")
+            data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+            kwargs = {"token": data.get("token"), "username": data.get("username"),
+                      "password": data.get("password"), "ca_pem": data.get("ca.crt")}
+        return PrometheusProvider(prom.address, timeout=parse_duration(prom.timeout),
+                                  insecure_skip_verify=prom.insecure_skip_verify, **kwargs)
 
     def observe(self, md: ModelDeployment) -> Observed:
         ns = md.namespace
@@ -234,8 +322,19 @@ class Controller:
             service=get("Service", ns, md.name),
             hpa=get("HorizontalPodAutoscaler", ns, md.name),
             pdb=get("PodDisruptionBudget", ns, md.name),
+            routing=self.observe_routing(md),
             problems=list(self.check_references(md)),
         )
+
+    def observe_routing(self, md: ModelDeployment) -> dict[tuple[str, str], dict | None]:
+        router = router_for(md)
+        if not router.kinds():
+            return {}
+        out: dict[tuple[str, str], dict | None] = {}
+        for obj in router.objects(md, 0):
+            key = (obj["kind"], obj["metadata"]["name"])
+            out[key] = self.kube.get(key[0], md.namespace, key[1])
+        return out
 
     def check_references(self, md: ModelDeployment) -> Iterable[str]:
         """Semantic checks the schema cannot make: do referenced Secrets/ConfigMaps/accounts exist?"""
@@ -276,6 +375,13 @@ class Controller:
             return
         self.kube.patch_status(meta["namespace"], meta["name"], {"phase": Phase.DEGRADED.value, "message": message})
         self.kube.event(body, "Warning", "InvalidSpec", message)
+
+
+def _measure(provider: MetricProvider, check: MetricCheck | None, promql: str) -> Measurement:
+    try:
+        return Measurement(check=check, value=provider.query(promql))
+    except ProviderError as e:
+        return Measurement(check=check, error=str(e))
 
 
 def _has_phase(namespace: str, name: str, phase: Phase) -> bool:

@@ -16,8 +16,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from modeldeploy import GROUP, KIND, PLURAL, VERSION
-from modeldeploy import metrics as opmetrics
+from modeldeploy import GROUP, KIND, PLURAL, VERSION, opmetrics
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The reconcile decision, as a pure function: (spec, observed children, now) -> (actions, status, events).
+"""The reconcile decision, as a pure function: (spec, observed, analysis, now) -> (actions, status, events).
 
 Data flows one way: the I/O layer (`modeldeploy.controller`) gathers what is in the cluster into
 `Observed`, calls `plan`, executes the returned actions through `modeldeploy.k8s`, and writes
@@ -9,6 +9,7 @@ branch is unit-tested with plain dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from modeldeploy.api import (
@@ -17,14 +18,16 @@ from modeldeploy.api import (
     ModelDeployment,
     ModelDeploymentStatus,
     Phase,
-    Revision,
 )
 from modeldeploy.diff import is_subset
-from modeldeploy.resources.common import LABEL_NAME, LABEL_REVISION, LABEL_TRACK, revision_hash
+from modeldeploy.resources.common import LABEL_NAME, LABEL_REVISION, LABEL_TRACK, deployment_name
 from modeldeploy.resources.deployment import build_deployment
 from modeldeploy.resources.hpa import build_hpa
 from modeldeploy.resources.pdb import build_pdb
 from modeldeploy.resources.service import build_service
+from modeldeploy.rollout.analysis import AnalysisResult
+from modeldeploy.rollout.engine import Decision, View, fmt_time, next_step, revision_of
+from modeldeploy.routers import router_for
 
 Obj = dict[str, Any]
 
@@ -38,13 +41,15 @@ class Observed:
     service: Obj | None = None
     hpa: Obj | None = None
     pdb: Obj | None = None
+    # Routing objects of the current router, keyed by (kind, name); None = absent.
+    routing: dict[tuple[str, str], Obj | None] = field(default_factory=dict)
     # Semantic problems found by looking things up (e.g. a referenced Secret that is missing).
     problems: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Action:
-    verb: Literal["apply", "delete"]
+    verb: Literal["apply", "delete", "scale"]
     kind: str
     name: str
     body: Obj | None = None
@@ -62,11 +67,8 @@ class Plan:
     actions: list[Action]
     status: ModelDeploymentStatus
     events: list[Event]
-
-
-def revision_of(md: ModelDeployment) -> Revision:
-    m = md.spec.model
-    return Revision(image=m.image, bento=m.bento, hash=revision_hash(m))
+    decision: Decision | None = None
+    requeue_after: float | None = None
 
 
 def _template_hash(dep: Obj | None) -> str | None:
@@ -134,15 +136,35 @@ def set_condition(conditions: list[Condition], new: Condition, now: str) -> list
     return sorted(out, key=lambda c: order.get(c.type, 9))
 
 
-def plan(md: ModelDeployment, observed: Observed, now: str) -> Plan:
+def view_of(md: ModelDeployment, observed: Observed) -> View:
+    dep = observed.canary
+    ready = stuck = False
+    if dep is not None and md.status.canary is not None and _template_hash(dep) == md.status.canary.hash:
+        rs = rollout_state(dep)
+        ready = rs.rolled_out and rs.desired > 0
+        stuck = rs.deadline_exceeded
+    return View(canary_ready=ready, canary_stuck=stuck,
+                annotations=dict(md.metadata.get("annotations") or {}))
+
+
+def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: AnalysisResult | None = None) -> Plan:
     """Decide the writes and the new status for one ModelDeployment."""
+    now_s = fmt_time(now)
     old = md.status
     actions: list[Action] = []
     events: list[Event] = []
     gen = int(md.metadata.get("generation", 1))
-    target = revision_of(md)
-    desired_stable = build_deployment(md, "stable", replicas=None if md.spec.autoscaling_on
-                                      else md.spec.desired_replicas)
+    router = router_for(md)
+
+    decision = next_step(md, view_of(md, observed), analysis, now)
+    status = decision.status
+    stable_rev = revision_of(decision.stable_model)
+    for note in decision.notes:
+        events.append(Event(note.type, note.reason, note.message))
+
+    stable_replicas = None if md.spec.autoscaling_on else md.spec.desired_replicas
+    desired_stable = build_deployment(md, "stable", model=decision.stable_model, replicas=stable_replicas)
+    current_stable = int((observed.stable or {}).get("spec", {}).get("replicas") or stable_replicas or 1)
 
     # A semantic problem (e.g. missing Secret) must not take down what is running: keep the
     # current Deployment as it is, create nothing that would fail, and report it.
@@ -152,91 +174,106 @@ def plan(md: ModelDeployment, observed: Observed, now: str) -> Plan:
     _want(build_service(md), observed.service, "Service", md.name, actions)
     _want(build_hpa(md), observed.hpa, "HorizontalPodAutoscaler", md.name, actions)
     _want(build_pdb(md), observed.pdb, "PodDisruptionBudget", md.name, actions)
-    if observed.canary is not None:  # until the canary engine owns it, a stray canary goes
-        actions.append(Action("delete", "Deployment", observed.canary["metadata"]["name"]))
 
-    status = old.model_copy(deep=True)
+    # Routing first (on rollback the weight goes to 0 before the canary pods go), then canary pods.
+    desired_routing = {(o["kind"], o["metadata"]["name"]): o for o in router.objects(md, decision.weight)}
+    for key, have in observed.routing.items():
+        _want(desired_routing.get(key), have, key[0], key[1], actions)
+    canary_name = deployment_name(md, "canary")
+    if decision.canary_model is not None and not blocked:
+        replicas = router.canary_replicas(current_stable, decision.weight)
+        _want(build_deployment(md, "canary", model=decision.canary_model, replicas=replicas), observed.canary,
+              "Deployment", canary_name, actions)
+    elif observed.canary is not None and (observed.canary.get("spec", {}).get("replicas") or 0) > 0:
+        actions.append(Action("scale", "Deployment", canary_name, {"spec": {"replicas": 0}}))
+
+    # Weight as achieved (replicas router: ready pod ratio; L7 routers: the route's weight).
+    canary_ready = int(((observed.canary or {}).get("status") or {}).get("readyReplicas") or 0)
+    stable_ready = int(((observed.stable or {}).get("status") or {}).get("readyReplicas") or 0)
+    status.canary_weight = router.achieved_weight(decision.weight, stable_ready, canary_ready) \
+        if decision.canary_model is not None else 0
+
     status.observed_generation = gen
     status.selector = f"{LABEL_NAME}={md.name},{LABEL_TRACK}=stable"
     conds = list(status.conditions)
     dep = observed.stable
-    template_current = dep is not None and _template_hash(dep) == target.hash and not any(
-        a.kind == "Deployment" and a.verb == "apply" for a in actions)
+    template_current = dep is not None and _template_hash(dep) == stable_rev.hash and not any(
+        a.kind == "Deployment" and a.name == md.name and a.verb == "apply" for a in actions)
     rs = rollout_state(dep) if dep is not None else None
     status.replicas = rs.replicas if rs else 0
     status.ready_replicas = rs.ready if rs else 0
-
-    strategy_note = ""
-    if md.spec.rollout.strategy == "Canary":
-        strategy_note = " (strategy Canary: analysis-driven canary steps are not active in this version; " \
-                        "the new revision is rolled out as a rolling update)"
 
     degraded_reason, degraded_msg = "", ""
     if blocked:
         degraded_reason, degraded_msg = "InvalidReference", "; ".join(observed.problems)
     elif rs and rs.deadline_exceeded:
         degraded_reason = "ProgressDeadlineExceeded"
-        degraded_msg = (f"revision {target.hash} ({target.image}) made no progress for "
+        degraded_msg = (f"revision {stable_rev.hash} ({stable_rev.image}) made no progress for "
                         f"{md.spec.progress_deadline_seconds}s: {rs.ready}/{rs.desired} pods ready; "
                         "check the image and the pods' events")
 
     available = bool(rs and (rs.available >= 1 or rs.desired == 0))
     rolled_out = bool(rs and template_current and rs.rolled_out)
+    canary_active = decision.canary_model is not None
     conds = set_condition(conds, Condition(
         type="Available", status="True" if available else "False",
         reason="MinimumReplicasAvailable" if available else "NoReadyReplicas",
-        message=f"{rs.available if rs else 0} of {rs.desired if rs else md.spec.desired_replicas} replicas "
-                "available", observed_generation=gen), now)
-    progressing = not rolled_out and not degraded_reason
-    conds = set_condition(conds, Condition(
-        type="Progressing", status="True" if progressing else "False",
-        reason="RollingUpdate" if progressing else ("RolloutFailed" if degraded_reason else "RolloutComplete"),
-        message=(f"rolling out {target.hash} ({target.image}): {rs.updated if rs else 0} updated, "
-                 f"{rs.ready if rs else 0} ready of {rs.desired if rs else md.spec.desired_replicas}"
-                 if progressing else f"revision {target.hash} is rolled out") + strategy_note,
-        observed_generation=gen), now)
+        message=f"{rs.available if rs else 0} of {rs.desired if rs else md.spec.desired_replicas} stable replicas "
+                "available", observed_generation=gen), now_s)
+    progressing = (not rolled_out or canary_active) and not degraded_reason
+    if canary_active:
+        prog_reason, prog_msg = "CanaryInProgress", decision.message
+    elif progressing:
+        prog_reason = "RollingUpdate"
+        prog_msg = (f"rolling out {stable_rev.hash} ({stable_rev.image}): {rs.updated if rs else 0} updated, "
+                    f"{rs.ready if rs else 0} ready of {rs.desired if rs else md.spec.desired_replicas}")
+    else:
+        prog_reason = "RolloutFailed" if degraded_reason else "RolloutComplete"
+        prog_msg = f"revision {stable_rev.hash} is rolled out"
+    conds = set_condition(conds, Condition(type="Progressing", status="True" if progressing else "False",
+                                           reason=prog_reason, message=prog_msg, observed_generation=gen), now_s)
     conds = set_condition(conds, Condition(
         type="Degraded", status="True" if degraded_reason else "False",
-        reason=degraded_reason or "AsExpected", message=degraded_msg, observed_generation=gen), now)
+        reason=degraded_reason or "AsExpected", message=degraded_msg, observed_generation=gen), now_s)
     ready = rolled_out and not degraded_reason
     conds = set_condition(conds, Condition(
         type="Ready", status="True" if ready else "False",
         reason="Ready" if ready else (degraded_reason or "RolloutInProgress"),
-        message=f"{rs.ready if rs else 0}/{rs.desired if rs else 0} pods ready, revision {target.hash}",
-        observed_generation=gen), now)
+        message=f"{rs.ready if rs else 0}/{rs.desired if rs else 0} stable pods ready, revision {stable_rev.hash}",
+        observed_generation=gen), now_s)
     status.conditions = conds
 
-    if rolled_out and (old.stable is None or old.stable.hash != target.hash):
-        if old.stable is not None:
-            status.history = [HistoryEntry(revision=old.stable, result="Superseded",
-                                           reason=f"replaced by {target.hash}", time=now), *status.history]
-            status.history = status.history[: md.spec.revision_history_limit]
-        status.stable = target
+    if rolled_out and (status.stable is None or status.stable.hash != stable_rev.hash):
+        prev = status.stable
+        recorded = any(h.revision.hash == prev.hash and h.result == "Superseded" for h in status.history[:1]) \
+            if prev is not None else True
+        if prev is not None and not recorded:
+            status.history = [HistoryEntry(revision=prev, result="Superseded", reason=f"replaced by {stable_rev.hash}",
+                                           time=now_s), *status.history][: md.spec.revision_history_limit]
+        status.stable = stable_rev
+        status.stable_model = decision.stable_model
         events.append(Event("Normal", "RolloutComplete",
-                            f"revision {target.hash} ({target.image}) is serving on all replicas"))
+                            f"revision {stable_rev.hash} ({stable_rev.image}) is serving on all stable replicas"))
 
     if degraded_reason:
         phase, message = Phase.DEGRADED, degraded_msg
+    elif decision.phase is not None:
+        phase, message = decision.phase, decision.message
     elif md.spec.paused:
         phase, message = Phase.PAUSED, "paused by spec.paused"
     elif ready:
-        phase, message = Phase.HEALTHY, f"serving {target.hash} ({target.image})"
+        phase, message = Phase.HEALTHY, f"serving {stable_rev.hash} ({stable_rev.image})"
     elif old.stable is None and not available:
         phase, message = Phase.PENDING, "waiting for the first pods to become ready"
     else:
-        phase, message = Phase.PROGRESSING, f"rolling out {target.hash} ({target.image})"
+        phase, message = Phase.PROGRESSING, f"rolling out {stable_rev.hash} ({stable_rev.image})"
     if phase != old.phase:
-        events.append(Event("Warning" if phase == Phase.DEGRADED else "Normal", f"Phase{phase.value}",
-                            f"{old.phase.value} -> {phase.value}: {message}"))
+        events.append(Event("Warning" if phase in (Phase.DEGRADED, Phase.ROLLED_BACK, Phase.FAILED) else "Normal",
+                            f"Phase{phase.value}", f"{old.phase.value} -> {phase.value}: {message}"))
     status.phase, status.message = phase, message
-    return Plan(actions, status, events)
+    requeue = None if decision.analysis_due_in is None else max(0.2, decision.analysis_due_in)
+    return Plan(actions, status, events, decision=decision, requeue_after=requeue)
 
 
 def status_changed(old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> bool:
     return old.model_dump(by_alias=True, mode="json") != new.model_dump(by_alias=True, mode="json")
-
-
-def describe_action(a: Action, observed_absent: bool) -> str:
-    verb = "created" if (a.verb == "apply" and observed_absent) else ("updated" if a.verb == "apply" else
-                                                                      "deleted")
-    return f"{a.kind} {a.name} {verb}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from modeldeploy.api import ModelDeployment, Phase
@@ -13,8 +14,8 @@ from modeldeploy.resources.pdb import build_pdb
 from modeldeploy.resources.service import build_service
 from tests.unit.helpers import md
 
-NOW = "2026-11-26T12:00:00Z"
-LATER = "2026-11-26T12:05:00Z"
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+LATER = datetime(2026, 11, 26, 12, 5, 0, tzinfo=UTC)
 
 
 def served(obj: dict[str, Any] | None, **status: Any) -> dict[str, Any] | None:
@@ -88,9 +89,10 @@ def test_edited_or_deleted_children_are_restored() -> None:
 
 
 def test_image_change_rolls_the_stable_deployment() -> None:
-    old = md(replicas=2)
+    old = md(replicas=2, rollout={"strategy": "Rolling"})
     first = plan(old, steady(old, 2), NOW)
-    new = md(replicas=2, model={"image": "registry.example/room-price:3e2d", "bento": "room_price:3e2d"})
+    new = md(replicas=2, rollout={"strategy": "Rolling"},
+             model={"image": "registry.example/room-price:3e2d", "bento": "room_price:3e2d"})
     new = new.model_copy(update={"status": first.status})
     p = plan(new, steady(old, 2), LATER)
     assert kinds(p) == [("apply", "Deployment")]
@@ -154,10 +156,3 @@ def test_turning_autoscaling_off_deletes_the_hpa() -> None:
 def test_paused_phase() -> None:
     m = md(paused=True)
     assert plan(m, steady(m), NOW).status.phase == Phase.PAUSED
-
-
-def test_canary_strategy_says_it_rolls_for_now() -> None:
-    m = md(model={"image": "r/x:9"})
-    p = plan(m, steady(md()), NOW)
-    cond = {c.type: c for c in p.status.conditions}
-    assert "rolling update" in cond["Progressing"].message

@@ -1,0 +1,47 @@
+"""PromQL for canary analysis: the built-in checks over BentoML's own series, and custom templates.
+
+BentoML (>= 1.2) exports `bentoml_service_request_total{endpoint, http_response_code, ...}` and
+`bentoml_service_request_duration_seconds_bucket`. Prometheus attaches the pod labels
+`modeldeploy.io/name` and `modeldeploy.io/track` as `modeldeploy_io_name` / `modeldeploy_io_track`
+(manifests/monitoring has the relabelling), plus `namespace`. Every built-in query selects exactly
+those labels, so stable and canary are measured separately. Health and metrics endpoints are
+excluded: probes must not dilute the error rate.
+"""
+
+from __future__ import annotations
+
+import re
+
+REQUESTS = "bentoml_service_request_total"
+DURATION = "bentoml_service_request_duration_seconds_bucket"
+INFRA_ENDPOINTS = "/livez|/readyz|/healthz|/metrics"
+
+_VAR = re.compile(r"\{\{\s*(namespace|name|track|revision|interval)\s*\}\}")
+
+
+def selector(namespace: str, name: str, track: str) -> str:
+    return (f'namespace="{namespace}",modeldeploy_io_name="{name}",modeldeploy_io_track="{track}",'
+            f'endpoint!~"{INFRA_ENDPOINTS}"')
+
+
+def render(template: str, *, namespace: str, name: str, track: str, revision: str, interval: str) -> str:
+    """Substitute {{ namespace }}, {{ name }}, {{ track }}, {{ revision }}, {{ interval }}."""
+    values = {"namespace": namespace, "name": name, "track": track, "revision": revision, "interval": interval}
+    return _VAR.sub(lambda m: values[m.group(1)], template)
+
+
+def request_count(namespace: str, name: str, track: str, window: str) -> str:
+    return f"sum(increase({REQUESTS}{{{selector(namespace, name, track)}}}[{window}]))"
+
+
+def builtin(metric: str, namespace: str, name: str, track: str, window: str) -> str:
+    sel = selector(namespace, name, track)
+    if metric == "error-rate":
+        return (f'sum(increase({REQUESTS}{{{sel},http_response_code=~"5.."}}[{window}])) '
+                f"/ sum(increase({REQUESTS}{{{sel}}}[{window}]))")
+    if metric == "request-rate":
+        return f"sum(rate({REQUESTS}{{{sel}}}[{window}]))"
+    if metric.startswith("latency-p"):
+        q = int(metric.removeprefix("latency-p")) / 100
+        return f"histogram_quantile({q}, sum by (le) (rate({DURATION}{{{sel}}}[{window}])))"
+    raise ValueError(f"unknown built-in metric {metric!r}")

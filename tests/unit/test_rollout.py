@@ -1,0 +1,393 @@
+"""The canary state machine, driven through `reconcile.plan` against a simulated cluster.
+
+`World` applies the planned writes to in-memory objects and lets Deployments "roll out"
+instantly (as kwok does), so each test reads as a rollout story: steps, analysis verdicts,
+promotion, rollback, restarts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from modeldeploy.api import Analysis, MetricCheck, ModelDeployment, Phase
+from modeldeploy.metrics import queries
+from modeldeploy.reconcile import Observed, Plan, plan
+from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse
+from modeldeploy.rollout.engine import ANNOTATION_ABORT, ANNOTATION_PROMOTE, analysis_due_in
+from modeldeploy.routers.gatewayapi import GatewayAPIRouter
+from modeldeploy.routers.replicas import ReplicasRouter
+from tests.unit.helpers import BASE, validate
+
+T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+PROM = {"address": "http://prometheus:9090"}
+CANARY = {"steps": [10, 50], "interval": "10s"}
+V1 = {"image": "registry.example/m:v1", "bento": "m:v1"}
+V2 = {"image": "registry.example/m:v2", "bento": "m:v2"}
+V3 = {"image": "registry.example/m:v3", "bento": "m:v3"}
+
+
+def passed() -> AnalysisResult:
+    return AnalysisResult("Pass", [], "all checks passed")
+
+
+def failed(value: float = 0.2) -> AnalysisResult:
+    check = MetricCheck(name="error-rate", max=0.01)
+    return analyse(Analysis(min_requests=0), None, [Measurement(check, value)], "t")
+
+
+class World:
+    """An in-memory cluster: the ModelDeployment, its children, and a clock."""
+
+    def __init__(self, replicas: int = 4, **spec: Any) -> None:
+        self.body: dict[str, Any] = copy.deepcopy(BASE)
+        self.body["spec"].update(model=dict(V1), replicas=replicas,
+                                 rollout={"canary": dict(CANARY), "analysis": {"prometheus": PROM, "metrics": [
+                                     {"name": "error-rate", "max": 0.01}]}})
+        self.body["spec"].update(spec)
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.now = T0
+        self.last: Plan | None = None
+
+    @property
+    def md(self) -> ModelDeployment:
+        return ModelDeployment.model_validate(self.body)
+
+    def observed(self) -> Observed:
+        name = self.body["metadata"]["name"]
+        get = self.objects.get
+        return Observed(stable=get(("Deployment", name)), canary=get(("Deployment", f"{name}-canary")),
+                        service=get(("Service", name)), hpa=get(("HorizontalPodAutoscaler", name)),
+                        pdb=get(("PodDisruptionBudget", name)))
+
+    def step(self, analysis: AnalysisResult | None = None, advance: float = 0.0, ready: bool = True) -> Plan:
+        self.now += timedelta(seconds=advance)
+        p = plan(self.md, self.observed(), self.now, analysis)
+        self.body["status"] = p.status.model_dump(by_alias=True, mode="json")
+        for a in p.actions:
+            key = (a.kind, a.name)
+            if a.verb == "apply":
+                assert a.body is not None
+                self.objects[key] = copy.deepcopy(a.body)
+            elif a.verb == "scale":
+                self.objects[key]["spec"]["replicas"] = 0
+            else:
+                self.objects.pop(key, None)
+        for ann in p.decision.consume if p.decision else []:
+            self.body["metadata"].get("annotations", {}).pop(ann, None)
+        if ready:
+            self.roll_out()
+        self.last = p
+        return p
+
+    def roll_out(self) -> None:
+        """Every Deployment reaches its desired state (kwok makes pods ready at once)."""
+        for (kind, _), obj in self.objects.items():
+            if kind == "Deployment":
+                n = obj["spec"].get("replicas", 1)
+                obj["metadata"]["generation"] = 1
+                obj["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "readyReplicas": n,
+                                 "availableReplicas": n}
+
+    def settle(self) -> Plan:
+        """Reconcile until nothing is written (at most 5 passes)."""
+        for _ in range(5):
+            p = self.step()
+            if not p.actions:
+                return p
+        raise AssertionError("did not settle")
+
+    def set_model(self, model: dict[str, str]) -> None:
+        self.body["spec"]["model"] = dict(model)
+        self.body["metadata"]["generation"] += 1
+
+    def canary(self) -> dict[str, Any] | None:
+        return self.objects.get(("Deployment", "room-price-canary"))
+
+    def stable_image(self) -> str:
+        return str(self.objects[("Deployment", "room-price")]["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.body["status"]  # type: ignore[no-any-return]
+
+
+def test_first_deploy_has_no_canary() -> None:
+    w = World()
+    p = w.settle()
+    assert w.canary() is None
+    assert w.status["phase"] == "Healthy" and w.status["stable"]["image"].endswith(":v1")
+    assert w.status["stableModel"]["image"].endswith(":v1")
+    assert p.requeue_after is None
+
+
+def test_healthy_canary_walks_the_steps_and_is_promoted() -> None:
+    w = World(replicas=4)
+    w.settle()
+    w.set_model(V2)
+    p = w.step()
+    assert w.status["phase"] == "Progressing" and w.status["canary"]["image"].endswith(":v2")
+    assert w.status["currentStep"] == 1
+    assert any(e.reason == "CanaryStarted" for e in p.events)
+    canary = w.canary()
+    assert canary is not None and canary["spec"]["replicas"] == 1  # 4 * 10/90 -> 0.44 -> at least 1
+    validate(canary)
+    assert w.stable_image().endswith(":v1")
+    p = w.step()  # pods ready now: weight achieved = 1 / (4 + 1)
+    assert w.status["canaryWeight"] == 20
+    assert p.requeue_after == pytest.approx(10)
+
+    # Analysis before the interval elapsed is not due: the controller passes none, nothing moves.
+    w.step(advance=5)
+    assert w.status["currentStep"] == 1
+    p = w.step(passed(), advance=5)
+    assert w.status["currentStep"] == 2 and any(e.reason == "StepAdvanced" for e in p.events)
+    w.step()
+    assert w.canary()["spec"]["replicas"] == 4  # type: ignore[index]  # 50%: as many as stable
+    assert w.status["canaryWeight"] == 50
+    p = w.step(passed(), advance=10)
+    assert any(e.reason == "Promoted" for e in p.events) and p.decision and p.decision.promoted
+    assert w.canary()["spec"]["replicas"] == 0  # type: ignore[index]
+    assert w.stable_image().endswith(":v2")
+    w.settle()
+    assert w.status["phase"] == "Healthy"
+    assert w.status["stable"]["image"].endswith(":v2") and w.status["canary"] is None
+    assert w.status["canaryWeight"] == 0
+    assert w.status["history"][0]["revision"]["image"].endswith(":v1")
+    assert w.status["history"][0]["result"] == "Superseded"
+
+
+def test_failing_canary_is_rolled_back_at_once_and_not_retried() -> None:
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.step()
+    p = w.step(failed(0.2), advance=10)
+    assert p.decision and p.decision.rolled_back
+    assert w.status["phase"] == "RolledBack"
+    assert "error-rate = 0.2, want <= 0.01" in w.status["message"]
+    assert w.status["canaryWeight"] == 0 and w.canary()["spec"]["replicas"] == 0  # type: ignore[index]
+    assert w.stable_image().endswith(":v1")
+    warning = [e for e in p.events if e.type == "Warning" and e.reason == "RolledBack"]
+    assert warning and "error-rate = 0.2" in warning[0].message
+    assert w.status["failedRevisions"] == [w.status["history"][0]["revision"]["hash"]]
+    assert w.status["history"][0]["result"] == "RolledBack"
+    # The same revision stays rolled back: no new canary on later reconciles.
+    for _ in range(3):
+        w.step(advance=30)
+        assert w.canary()["spec"]["replicas"] == 0  # type: ignore[index]
+        assert w.status["phase"] == "RolledBack"
+    # A different spec is a new canary.
+    w.set_model(V3)
+    w.step()
+    assert w.status["canary"]["image"].endswith(":v3") and w.canary()["spec"]["replicas"] == 1  # type: ignore[index]
+
+
+def test_failure_limit_tolerates_some_failures() -> None:
+    w = World(rollout={"canary": dict(CANARY), "analysis": {"prometheus": PROM, "failureLimit": 2,
+                                                            "metrics": [{"name": "error-rate", "max": 0.01}]}})
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.step()
+    p = w.step(failed(), advance=10)
+    assert w.status["phase"] == "Progressing" and w.status["failedChecks"] == 1 and w.status["currentStep"] == 1
+    assert any(e.reason == "AnalysisFailed" for e in p.events)
+    w.step(failed(), advance=10)
+    assert w.status["phase"] == "RolledBack"
+
+
+def test_provider_errors_never_promote_and_roll_back_at_the_limit() -> None:
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.step()
+    err = analyse(Analysis(min_requests=0), None,
+                  [Measurement(MetricCheck(name="error-rate", max=0.01), error="connection refused")], "t")
+    assert err.verdict == "Error"
+    for i in range(1, 3):
+        w.step(err, advance=10)
+        assert w.status["phase"] == "Progressing" and w.status["currentStep"] == 1
+        assert w.status["providerErrors"] == i
+    w.step(err, advance=10)  # errorLimit defaults to 3
+    assert w.status["phase"] == "RolledBack"
+    assert "metrics unavailable 3 times" in w.status["message"]
+
+
+def test_too_little_traffic_holds_then_gives_up_without_promoting() -> None:
+    w = World(rollout={"canary": dict(CANARY), "analysis": {"prometheus": PROM, "inconclusiveLimit": 3,
+                                                            "metrics": [{"name": "error-rate", "max": 0.01}]}})
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.step()
+    spec = w.md.spec.rollout.analysis
+    quiet = analyse(spec, Measurement(None, 3.0), [Measurement(spec.metrics[0], 0.0)], "t")
+    assert quiet.verdict == "Inconclusive" and "3 canary requests" in quiet.reason
+    for i in (1, 2):
+        w.step(quiet, advance=10)
+        assert w.status["currentStep"] == 1 and w.status["inconclusiveChecks"] == i
+        assert w.status["failedChecks"] == 0 and w.status["phase"] == "Progressing"
+        assert "not enough traffic" in w.status["message"]
+    w.step(quiet, advance=10)
+    assert w.status["phase"] == "Failed" and w.stable_image().endswith(":v1")
+    assert w.canary()["spec"]["replicas"] == 0  # type: ignore[index]
+
+
+def test_new_revision_mid_canary_restarts_at_step_one() -> None:
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.step()
+    w.step(passed(), advance=10)
+    assert w.status["currentStep"] == 2
+    w.set_model(V3)
+    p = w.step()
+    assert w.status["currentStep"] == 1 and w.status["canary"]["image"].endswith(":v3")
+    assert any(e.reason == "CanaryRestarted" for e in p.events)
+    assert w.status["history"][0]["revision"]["image"].endswith(":v2")
+    assert w.canary()["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v3")  # type: ignore[index]
+
+
+def test_fast_rollback_to_a_recent_stable_skips_analysis() -> None:
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.step()
+    w.step(passed(), advance=10)
+    w.step(passed(), advance=10)
+    w.settle()
+    assert w.status["stable"]["image"].endswith(":v2")
+    w.set_model(V1)  # back to the previous, known-good revision
+    p = w.step()
+    assert any(e.reason == "FastRollback" for e in p.events)
+    assert w.canary()["spec"]["replicas"] == 0  # type: ignore[index]
+    assert w.stable_image().endswith(":v1")
+    w.settle()
+    assert w.status["phase"] == "Healthy" and w.status["stable"]["image"].endswith(":v1")
+
+
+def test_abort_and_promote_annotations() -> None:
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.body["metadata"]["annotations"] = {ANNOTATION_PROMOTE: "now"}
+    p = w.step()
+    assert p.decision and p.decision.promoted and p.decision.consume == [ANNOTATION_PROMOTE]
+    assert w.body["metadata"]["annotations"] == {}
+    assert w.stable_image().endswith(":v2")
+    w.settle()
+    w.set_model(V3)
+    w.step()
+    w.body["metadata"]["annotations"] = {ANNOTATION_ABORT: "stop"}
+    p = w.step()
+    assert p.decision and p.decision.rolled_back
+    assert w.status["phase"] == "RolledBack" and "aborted by the user" in w.status["message"]
+
+
+def test_paused_canary_holds_its_step() -> None:
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.body["spec"]["paused"] = True
+    w.step(advance=60)
+    assert w.status["phase"] == "Paused" and w.status["currentStep"] == 1
+    assert analysis_due_in(w.md, w.now) is None
+    w.body["spec"]["paused"] = False
+    w.step()
+    assert analysis_due_in(w.md, w.now) is not None
+
+
+def test_restart_resumes_from_status_alone() -> None:
+    """A fresh process sees only the object and its children: the decision is the same."""
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    w.step()
+    w.step(passed(), advance=10)
+    frozen_body, frozen_objects = copy.deepcopy(w.body), copy.deepcopy(w.objects)
+    p1 = w.step(advance=3)
+    w.body, w.objects = frozen_body, frozen_objects  # "restart": same inputs, nothing remembered
+    w.now -= timedelta(seconds=3)
+    p2 = w.step(advance=3)
+    assert p1.actions == p2.actions and p1.status == p2.status
+    assert w.status["currentStep"] == 2
+
+
+def test_canary_not_ready_restarts_the_step_clock() -> None:
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step(ready=False)
+    w.step(advance=30, ready=False)
+    assert analysis_due_in(w.md, w.now) == pytest.approx(10)  # clock restarted: pods are not ready
+
+
+def test_replicas_router_math() -> None:
+    r = ReplicasRouter()
+    assert [r.canary_replicas(4, w) for w in (0, 10, 25, 50, 100)] == [0, 1, 1, 4, 4]
+    assert r.canary_replicas(10, 25) == 3
+    assert r.achieved_weight(25, 9, 3) == 25
+    assert r.achieved_weight(10, 0, 0) == 0
+
+
+def test_gateway_api_route_carries_the_weights() -> None:
+    body = copy.deepcopy(BASE)
+    body["spec"]["rollout"] = {"canary": {"trafficRouter": {"gatewayAPI": {
+        "parentRefs": [{"name": "public", "namespace": "gateways"}], "hostnames": ["price.example.com"]}}}}
+    md = ModelDeployment.model_validate(body)
+    objs = GatewayAPIRouter().objects(md, 25)
+    route = objs[-1]
+    assert route["kind"] == "HTTPRoute" and route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateways"}]
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("room-price-stable", 75), ("room-price-canary", 25)]
+    for svc in objs[:2]:
+        validate(svc)
+
+
+def test_analysis_judgement_rules() -> None:
+    c = MetricCheck(name="latency-p99", max=0.5)
+    spec = Analysis(min_requests=20)
+    many = Measurement(None, 100.0)
+    assert analyse(spec, many, [Measurement(c, 0.2)], "t").verdict == "Pass"
+    assert analyse(spec, many, [Measurement(c, 0.9)], "t").verdict == "Fail"
+    assert analyse(spec, many, [Measurement(c, math.nan)], "t").verdict == "Error"
+    assert analyse(spec, many, [Measurement(c, None)], "t").verdict == "Error"
+    assert analyse(spec, Measurement(None, None), [Measurement(c, 0.2)], "t").verdict == "Inconclusive"
+    assert analyse(spec, Measurement(None, error="timeout"), [Measurement(c, 0.2)], "t").verdict == "Error"
+    rec = analyse(spec, many, [Measurement(c, 0.9)], "t").records[-1]
+    assert (rec.metric, rec.value, rec.max, rec.verdict) == ("latency-p99", 0.9, 0.5, "Fail")
+    low = MetricCheck(name="accuracy", query="x", min=0.9)
+    assert analyse(spec, many, [Measurement(low, 0.8)], "t").verdict == "Fail"
+
+
+def test_queries_select_the_canary_by_relabelled_pod_labels() -> None:
+    q = queries.builtin("error-rate", "ml", "price", "canary", "30s")
+    assert 'modeldeploy_io_track="canary"' in q and 'modeldeploy_io_name="price"' in q and 'namespace="ml"' in q
+    assert 'http_response_code=~"5.."' in q and "[30s]" in q
+    assert queries.builtin("latency-p99", "ml", "price", "canary", "1m").startswith("histogram_quantile(0.99,")
+    t = "sum(rate(x{namespace='{{ namespace }}',track='{{track}}',rev='{{ revision }}'}[{{ interval }}]))"
+    assert queries.render(t, namespace="ml", name="p", track="canary", revision="abc", interval="30s") == \
+        "sum(rate(x{namespace='ml',track='canary',rev='abc'}[30s]))"
+    with pytest.raises(ValueError):
+        queries.builtin("nonsense", "ml", "p", "canary", "1m")
+
+
+def test_rolling_strategy_never_makes_a_canary() -> None:
+    w = World(rollout={"strategy": "Rolling"})
+    w.settle()
+    w.set_model(V2)
+    w.settle()
+    assert w.canary() is None and w.status["stable"]["image"].endswith(":v2")
+    assert w.status["phase"] == Phase.HEALTHY.value
