@@ -53,4 +53,17 @@ if [[ ! -x "$BIN/helm" ]]; then
   mv "$BIN/.helm/helm" "$BIN/helm"; rmdir "$BIN/.helm"
 fi
 
+# Upstream Gateway API and Istio CRDs, for the traffic-router tests: the modules carry them.
+if [[ ! -f "$BIN/crds/gateway-api-${GATEWAY_API_VERSION}.yaml" || ! -f "$BIN/crds/istio-${ISTIO_API_VERSION}.yaml" ]]; then
+  log "fetching Gateway API ${GATEWAY_API_VERSION} and Istio ${ISTIO_API_VERSION} CRDs from the Go module proxy"
+  mkdir -p "$BIN/crds"
+  gw=$(go mod download -json "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  for f in "$gw"/config/crd/standard/gateway.networking.k8s.io_{gatewayclasses,gateways,httproutes,referencegrants}.yaml; do
+    cat "$f"; echo "---"
+  done > "$BIN/crds/gateway-api-${GATEWAY_API_VERSION}.yaml"
+  is=$(go mod download -json "istio.io/api@${ISTIO_API_VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  cp "$is/kubernetes/customresourcedefinitions.gen.yaml" "$BIN/crds/istio-${ISTIO_API_VERSION}.yaml"
+  chmod u+w "$BIN/crds/"*.yaml
+fi
+
 echo "$BIN"
