@@ -71,7 +71,7 @@ def bento_labels(card: dict[str, Any]) -> dict[str, str]:
 
 
 def requirements(card: dict[str, Any]) -> list[str]:
-    names = ["numpy", "scikit-learn", "joblib", "onnxruntime", "shap", "pyyaml"]
+    names = ["numpy", "scikit-learn", "joblib", "onnxruntime", "shap", "pyyaml", "uvloop", "httptools"]
     if card.get("framework") == "keras":
         names += ["tensorflow-cpu"]
     out = []

@@ -27,6 +27,7 @@ It is an ASGI middleware inside BentoML's metrics middleware, so injected errors
 """
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -44,6 +45,11 @@ from modeldeploy_model import config, faults
 from modeldeploy_model.runtime import ArtifactError, load_card, load_predictor
 
 logger = logging.getLogger("modeldeploy_model.service")
+
+# BentoML wraps every request in an OpenTelemetry span even when nothing exports them; that is about
+# a quarter of the worker's CPU per /predict. Tracing is therefore off unless asked for: set
+# OTEL_SDK_DISABLED=false (and BentoML's tracing exporter options) to turn it back on.
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
 ZSCORE_BUCKETS = (-4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
@@ -205,6 +211,11 @@ class ModelService:
         )
         self.feature_hists = [feature_hist.labels(feature=n, model_name=self.model_name,
                                                   model_version=self.model_version) for n in self.feature_names]
+        # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
+        # scans, and collect young objects less often - GC pauses were the p99 tail under load.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         logger.info("serving %s:%s (%s runtime) from %s", self.model_name, self.model_version,
                     self.predictor.runtime, self.artifact_dir)
 
