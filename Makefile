@@ -36,8 +36,8 @@ cluster-down: ## stop every process cluster-up started
 cluster-status: ## show the local control plane's processes and health
 	@$(PY) hack/localcluster.py status
 
-demo: setup ## the main job: cluster up, operator, example ModelDeployment to Ready (KEEP=1 leaves it up)
-	@hack/demo.sh
+demo: setup ## the main job: cluster, operator, v1 Ready, faulty v2 rolled back, v3 promoted (KEEP=1 leaves it up)
+	@$(PY) hack/demo.py
 
 bench-serving: setup ## benchmark: served model throughput/latency vs another model server
 	$(PY) -m modeldeploy_model.bench_serving

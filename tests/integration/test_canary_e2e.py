@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from canarylab import LoadGenerator, targets
 from localcluster import free_port
 from localprom import PrometheusServer
 from tests.conftest import wait_for
-from tests.integration.canary_harness import LoadGenerator, targets
 from tests.integration.operator_fixture import OperatorProcess
 from tests.integration.test_operator import Cluster, mdep
 

@@ -1,4 +1,4 @@
-"""Real data plane for canary tests: BentoML servers standing in for stable and canary pods.
+"""Real data plane for canary tests, the demo and the benchmark: BentoML servers standing in for pods.
 
 kwok pods run no containers, so each track's traffic is served by a real `bentoml serve`
 process; a real Prometheus scrapes them with the labels the in-cluster relabelling attaches
