@@ -143,7 +143,9 @@ def test_operator_container(default_docs: list[dict], full_docs: list[dict]) -> 
     assert c["image"] == "modeldeploy/operator:0.1.0"
     assert c["args"] == ["operator"]
     assert env["MODELDEPLOY_HTTP_ADDRESS"] == "0.0.0.0:8080"
-    assert env["MODELDEPLOY_NAMESPACES"] == "" and env["MODELDEPLOY_PEERING"] == ""
+    # cluster-wide and standalone: unset rather than "" (no perpetual diff for kubectl apply / Argo CD)
+    assert "MODELDEPLOY_NAMESPACES" not in env and "MODELDEPLOY_PEERING" not in env
+    assert all(e.get("value") != "" for e in c["env"])
     assert env["MODELDEPLOY_LOG_FORMAT"] == "json"
     assert {"MODELDEPLOY_RESYNC_SECONDS", "MODELDEPLOY_WORKERS", "MODELDEPLOY_BACKOFF_BASE_SECONDS",
             "MODELDEPLOY_BACKOFF_MAX_SECONDS"} <= env.keys()
