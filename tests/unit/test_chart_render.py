@@ -354,6 +354,12 @@ def test_every_value_is_documented_and_typed() -> None:
             parts = path.split(".")
             ancestors = [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
             assert any(documented.get(a) for a in ancestors), f"values.yaml: {path} has no comment above it"
+    readme = (CHART / "README.md").read_text()
+    for path in paths:
+        parts = path.split(".")
+        if "properties" not in (_schema_at(schema, path) or {}) and not any(
+                f"`{'.'.join(parts[:n])}`" in readme for n in range(1, len(parts) + 1)):
+            raise AssertionError(f"charts/modeldeploy/README.md does not list {path}")
 
 
 # --------------------------------------------------------------------------------------------
