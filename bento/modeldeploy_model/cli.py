@@ -182,10 +182,15 @@ def _print_export(res: Any) -> None:
 @_guard
 def cmd_explain(args: argparse.Namespace) -> int:
     if args.artifact is not None and args.row:
+        import numpy as np
+
         from modeldeploy_model.explain import from_artifact
 
-        rows = [json.loads(r) for r in args.row]
-        _print_json(from_artifact(args.artifact).explain(__import__("numpy").asarray(rows, dtype=float)).to_dict())
+        try:
+            rows = np.asarray([json.loads(r) for r in args.row], dtype=float)
+        except (json.JSONDecodeError, ValueError):
+            raise ValueError("--row takes a JSON list of numbers, e.g. --row '[64.5, 4, 1]'") from None
+        _print_json(from_artifact(args.artifact).explain(rows).to_dict())
         return 0
     from modeldeploy_model.pipeline import stage_explain
 

@@ -74,6 +74,31 @@ def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _descendants(pid: int) -> list[tuple[int, bytes]]:
+    """(pid, cmdline) of every process below ``pid`` (Linux /proc; empty elsewhere)."""
+    out: list[tuple[int, bytes]] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            out.append((child, _cmdline(child)))
+            out.extend(_descendants(child))
+    return out
+
+
 @dataclass
 class ServedModel:
     url: str
@@ -81,6 +106,7 @@ class ServedModel:
     process: subprocess.Popen[bytes]
     log_path: Path
     _cleanup: list[Path] = field(default_factory=list)
+    _tree: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -93,6 +119,9 @@ class ServedModel:
             return ""
 
     def stop(self, timeout: float = 15.0) -> None:
+        # BentoML's worker runs in a process group of its own: remember the whole tree now, so a
+        # worker cannot outlive a supervisor that had to be killed.
+        tree = list({*self._tree, *_descendants(self.process.pid)})
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -102,9 +131,12 @@ class ServedModel:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=timeout)
-        # workers left behind by a killed supervisor share its process group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        for pid, cmdline in tree:
+            if _cmdline(pid) == cmdline:  # still the same process, not a reused pid
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         for p in self._cleanup:
             shutil.rmtree(p, ignore_errors=True)
 
@@ -162,6 +194,7 @@ def start_server(target: str, port: int | None = None, env: dict[str, str] | Non
         server.stop()
         state = f"exited with code {code}" if code is not None else f"not ready after {timeout:.0f}s"
         raise ServerStartError(f"bentoml serve {target} on {host}:{port} {state}; log tail:\n{tail}")
+    server._tree = _descendants(proc.pid)
     return server
 
 

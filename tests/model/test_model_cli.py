@@ -30,6 +30,11 @@ def test_stage_by_stage_then_gate_failure(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "shap.LinearExplainer" in out and "area" in out
     assert (tmp_path / "w" / "artifact" / "card.json").exists()
+    assert main(["explain", "--artifact", str(tmp_path / "w" / "artifact"), "--row", "[50, 3, 1]"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["feature_names"] == ["area", "floor", "renovation"] and len(body["attributions"][0]) == 3
+    assert main(["explain", "--artifact", str(tmp_path / "w" / "artifact"), "--row", "[50, 'x']"]) == 1
+    assert "JSON list of numbers" in capsys.readouterr().err
 
 
 def test_pipeline_on_diabetes_with_gate_file(tmp_path, capsys):

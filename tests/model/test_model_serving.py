@@ -197,3 +197,24 @@ def test_packaged_bento_serves(pipeline_run):
         text = c.get("/metrics").text
     versions = {labels_of(ln)["service_version"] for ln in metric_lines(text, "bentoml_service_request_total")}
     assert pk.bento_tag.split(":")[1] in versions
+
+
+def test_stop_leaves_no_worker_behind_even_if_the_supervisor_died(tiny_artifact):
+    import os
+    import signal
+
+    s = serve_subprocess(tiny_artifact)
+    tree = [pid for pid, _ in s._tree]
+    assert tree  # BentoML's worker runs below the supervisor, in a process group of its own
+    os.killpg(s.pid, signal.SIGKILL)
+    s.process.wait(timeout=30)
+    s.stop()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return "zombie" not in f.read()
+        except OSError:
+            return False
+
+    assert not any(alive(pid) for pid in tree)
