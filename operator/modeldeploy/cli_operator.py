@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
+import socket
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +37,13 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     peering = os.environ.get("MODELDEPLOY_PEERING", "")
     kwargs: dict[str, Any] = {"standalone": not peering, "clusterwide": not namespaces, "namespaces": namespaces}
     if peering:
-        kwargs["peering_name"] = peering
+        # Distinct identity and priority per replica: kopf pauses every replica on a priority tie.
+        identity = os.environ.get("MODELDEPLOY_PEERING_IDENTITY") or \
+            f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+        priority = int(os.environ.get("MODELDEPLOY_PEERING_PRIORITY") or random.randint(1, 2**31 - 1))
+        os.environ["MODELDEPLOY_PEERING_IDENTITY"] = identity
+        os.environ["MODELDEPLOY_PEERING_PRIORITY"] = str(priority)
+        kwargs.update(peering_name=peering, identity=identity, priority=priority)
     asyncio.run(kopf.operator(**kwargs))
     return 0
 

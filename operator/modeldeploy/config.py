@@ -35,6 +35,10 @@ class Settings:
         n.strip() for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n.strip()))
     # kopf peering object name for leader election between replicas; empty = standalone (1 replica).
     peering: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_PEERING", ""))
+    # This replica's peering identity and priority (the highest-priority live replica works; the CLI
+    # picks a random priority per process unless set, so two replicas never tie).
+    peering_identity: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_PEERING_IDENTITY", ""))
+    peering_priority: int = field(default_factory=lambda: _env_int("MODELDEPLOY_PEERING_PRIORITY", 0))
     # Log format: "json" for log pipelines, "plain" for terminals.
     log_format: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_LOG_FORMAT", "plain"))
     # Kubeconfig path for running outside a cluster (else in-cluster config / KUBECONFIG).

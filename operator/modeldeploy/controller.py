@@ -110,6 +110,8 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.started = False
+        # With peering, only the highest-priority live replica reconciles (see `is_active_peer`).
+        self.active = not settings.peering
 
     # -- event intake (called from kopf handlers, on the event loop) ----------------------------
     def enqueue(self, namespace: str, name: str) -> None:
@@ -131,6 +133,8 @@ class Controller:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.settings.workers)]
         self._tasks.append(asyncio.create_task(self._resync()))
+        if self.settings.peering:
+            self._tasks.append(asyncio.create_task(self._peering_gate()))
         self.started = True
 
     async def stop(self) -> None:
@@ -146,10 +150,55 @@ class Controller:
             for key in list(self.known):
                 self.queue.add(key)
 
+    async def _peering_gate(self) -> None:
+        """Follow kopf's peering object: work only while we are the highest-priority live replica.
+
+        kopf pauses a lower-priority replica's watch streams, but our own resync loop and
+        requeues would keep going; this gate stops them too, so two replicas never both write.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                active = await loop.run_in_executor(None, self.is_active_peer)
+            except Exception as e:  # an API blip must not flip leadership: keep the last answer
+                log.warning("peering check failed: %s", e)
+                active = self.active
+            if active != self.active:
+                log.info("peering: this replica is now %s", "active" if active else "standing by")
+                self.active = active
+                if active:
+                    for key in list(self.known):
+                        self.queue.add(key)
+            await asyncio.sleep(3)
+
+    def is_active_peer(self) -> bool:
+        cfg = self.settings
+        obj = self.kube.get_peering(cfg.peering, cfg.namespaces[0] if cfg.namespaces else None)
+        if obj is None:
+            return False
+        now = datetime.now(UTC)
+        mine = False
+        for identity, info in (obj.get("status") or {}).items():
+            if not isinstance(info, dict):
+                continue
+            lastseen = datetime.fromisoformat(str(info.get("lastseen")))
+            if lastseen.tzinfo is None:
+                lastseen = lastseen.replace(tzinfo=UTC)
+            if (now - lastseen).total_seconds() > float(info.get("lifetime", 60)):
+                continue  # dead peer
+            if identity == cfg.peering_identity:
+                mine = True
+            elif int(info.get("priority", 0)) >= cfg.peering_priority:
+                return False
+        return mine
+
     async def _worker(self, _: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
             key = await self.queue.get()
+            if not self.active:  # standing by: the active replica handles it
+                self.queue.done(key)
+                continue
             try:
                 result = await loop.run_in_executor(self._pool, self.reconcile, key)
             finally:

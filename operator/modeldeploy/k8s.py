@@ -90,6 +90,17 @@ class Kube:
                 return None
             raise
 
+    def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """kopf's peering object: ClusterKopfPeering (cluster-wide) or KopfPeering (in `namespace`)."""
+        path = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{name}" if namespace else \
+            f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}"
+        try:
+            return self._call("GET", path)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         result = self._call(

@@ -15,7 +15,9 @@ from tests.conftest import wait_for
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: str, log_path: Path, resync_seconds: float = 3.0) -> None:
+    def __init__(self, kubeconfig: str, log_path: Path, resync_seconds: float = 3.0,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.extra_env = extra_env or {}
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.resync_seconds = resync_seconds
@@ -30,7 +32,7 @@ class OperatorProcess:
         self.port = free_port()
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, MODELDEPLOY_HTTP_ADDRESS=f"127.0.0.1:{self.port}",
                    MODELDEPLOY_RESYNC_SECONDS=str(self.resync_seconds), MODELDEPLOY_BACKOFF_MAX_SECONDS="5",
-                   MODELDEPLOY_LOG_FORMAT="json")
+                   MODELDEPLOY_LOG_FORMAT="json", **self.extra_env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen([sys.executable, "-m", "modeldeploy.cli", "operator"], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
