@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup test test-unit test-cluster lint typecheck cluster-up cluster-down cluster-status \
-        demo bench-operator bench-serving bench-canary clean
+.PHONY: help setup test test-unit lint typecheck cluster-up cluster-down cluster-status \
+        demo bench-operator bench-serving bench-canary chart-lint crd image clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,23 @@ demo: setup ## the main job: cluster, operator, v1 Ready, faulty v2 rolled back,
 
 bench-serving: setup ## benchmark: served model throughput/latency vs another model server
 	$(PY) -m modeldeploy_model.bench_serving
+
+bench-canary: setup ## benchmark: fault onset -> canary weight 0, fast and slow settings (bench/results/canary.json)
+	$(PY) tests/benchmarks/bench_canary.py
+
+bench-operator: setup ## benchmark: N=100/500 ModelDeployments to Ready, writes/object, RSS (bench/results/operator.json)
+	$(PY) tests/benchmarks/bench_operator.py
+
+chart-lint: ## helm lint the chart and check the generated copies (CRD, kustomize install, argocd-cm) are in sync
+	$(VENV)/bin/helm lint --strict charts/modeldeploy -f charts/modeldeploy/ci/full-values.yaml
+	hack/sync-chart-crd.sh --check
+
+crd: ## regenerate crds/ from operator/modeldeploy/api.py, then the chart/kustomize/argocd copies
+	$(PY) -m modeldeploy.crd > crds/modeldeploy.io_modeldeployments.yaml
+	hack/sync-chart-crd.sh
+
+image: ## build the operator image (needs a Docker engine)
+	docker build -f operator/Dockerfile -t modeldeploy/operator:0.1.0 .
 
 clean: cluster-down ## remove local state (not the venv or the binary cache)
 	rm -rf .local

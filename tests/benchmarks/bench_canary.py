@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""`make bench-canary`: how fast does a faulty canary lose its traffic?
+
+Real everything: the local control plane, the operator, a real Prometheus scraping real
+BentoML servers (the canary answers 50 % of /predict with HTTP 500), and a load generator that
+splits traffic in the weight the operator reports. For each settings profile and run we measure
+from *fault onset* (the first request the canary serves) to the operator setting the canary
+weight to 0, and compare with the floor the settings allow:
+
+    floor ~= scrape interval + analysis interval + window x threshold / error ratio
+
+(data must be scraped, the step's analysis must come due, and enough errors must be in the
+window to cross the threshold). Every run must end rolled back: a promotion of the faulty
+canary is counted and reported. Results: bench/results/canary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "hack")]
+
+from kubernetes import client, config  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+from tests.integration.operator_fixture import OperatorProcess  # noqa: E402
+
+from canarylab import LoadGenerator, targets  # noqa: E402
+from localcluster import LocalCluster, free_port  # noqa: E402
+from localprom import PrometheusServer  # noqa: E402
+from modeldeploy.api import parse_duration  # noqa: E402
+
+PROFILES = [
+    # name, scrape interval, analysis interval, failureLimit, runs
+    ("fast", "5s", "10s", 1, 4),
+    ("default", "15s", "30s", 1, 1),
+    ("cautious", "15s", "30s", 2, 1),
+]
+ERROR_RATE, THRESHOLD = 0.5, 0.05
+
+
+def floor_seconds(scrape: str, interval: str, failure_limit: int) -> float:
+    s, i = parse_duration(scrape), parse_duration(interval)
+    return s + i * failure_limit + i * THRESHOLD / ERROR_RATE
+
+
+def main() -> int:
+    from modeldeploy_model.testing import build_test_artifact, serve_subprocess
+
+    work = REPO / ".local" / "bench-canary"
+    work.mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(state_dir=work / "cluster")
+    servers: list[Any] = []
+    op: OperatorProcess | None = None
+    results: list[dict[str, Any]] = []
+    try:
+        cluster.up()
+        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+        subprocess.run(["kubectl", "apply", "--server-side", "-f", str(REPO / "crds")], env=env, check=True,
+                       capture_output=True)
+        subprocess.run(["kubectl", "wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io"],
+                       env=env, check=True, capture_output=True)
+        op = OperatorProcess(str(cluster.kubeconfig), work / "operator.log", resync_seconds=30).start()
+        api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        v1 = build_test_artifact(work / "v1", version_seed=1)
+        v2 = build_test_artifact(work / "v2", version_seed=2)
+        stable = serve_subprocess(v1, port=free_port(), log_path=work / "stable.log")
+        servers.append(stable)
+        faulty = serve_subprocess(v2, port=free_port(), env={"MODELDEPLOY_FAULT_ERROR_RATE": str(ERROR_RATE)},
+                                  log_path=work / "faulty.log")
+        servers.append(faulty)
+
+        run_no = 0
+        for profile, scrape, interval, failure_limit, runs in PROFILES:
+            for _ in range(runs):
+                run_no += 1
+                ns = f"bench-canary-{run_no}"
+                core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    try:
+                        core.read_namespaced_service_account("default", ns)
+                        break
+                    except ApiException:
+                        time.sleep(0.2)
+                results.append(one_run(custom, ns, stable.url, faulty.url, profile, scrape, interval, failure_limit,
+                                       work / f"prom-{run_no}"))
+                print(json.dumps(results[-1]), flush=True)
+                core.delete_namespace(ns)
+    finally:
+        for s in servers:
+            s.stop()
+        if op is not None:
+            op.stop()
+        cluster.down(quiet=True)
+
+    summary: dict[str, Any] = {"error_rate_injected": ERROR_RATE, "threshold": THRESHOLD, "profiles": {}}
+    for profile, scrape, interval, failure_limit, _ in PROFILES:
+        rs = [r for r in results if r["profile"] == profile]
+        t = [r["fault_to_weight0_s"] for r in rs if r["fault_to_weight0_s"] is not None]
+        fl = floor_seconds(scrape, interval, failure_limit)
+        summary["profiles"][profile] = {
+            "scrape_interval": scrape, "interval": interval, "failure_limit": failure_limit, "runs": len(rs),
+            "floor_s": round(fl, 1), "median_s": round(statistics.median(t), 1) if t else None,
+            "max_s": round(max(t), 1) if t else None, "ratio_to_floor_max": round(max(t) / fl, 2) if t else None,
+            "promotions_of_faulty_canary": sum(r["promoted"] for r in rs),
+            "rolled_back": sum(r["rolled_back"] for r in rs),
+        }
+    out = {"benchmark": "canary time-to-rollback", "runs": results, "summary": summary,
+           "machine": {"cpus": os.cpu_count()}, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    dest = REPO / "bench" / "results" / "canary.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    print(f"written: {dest}")
+    return 0
+
+
+def one_run(custom: client.CustomObjectsApi, ns: str, stable_url: str, faulty_url: str, profile: str, scrape: str,
+            interval: str, failure_limit: int, prom_dir: Path) -> dict[str, Any]:
+    name = "price"
+    prom_dir.mkdir(parents=True, exist_ok=True)
+    prom = PrometheusServer(targets(ns, name, stable_url, faulty_url), scrape_interval=scrape, workdir=prom_dir)
+    prom.start()
+    load: LoadGenerator | None = None
+
+    def status() -> dict[str, Any]:
+        return custom.get_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments", name).get(
+            "status", {})
+
+    try:
+        body = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+                "spec": {"model": {"image": "registry.example/p:v1", "bento": "p:v1"}, "replicas": 2,
+                         "rollout": {"strategy": "Canary", "canary": {"steps": [25, 50, 75], "interval": interval},
+                                     "analysis": {"prometheus": {"address": prom.url}, "minRequests": 10,
+                                                  "failureLimit": failure_limit,
+                                                  "metrics": [{"name": "error-rate", "max": THRESHOLD}]}}}}
+        custom.create_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments", body)
+        _wait(lambda: status().get("phase") == "Healthy", 60)
+        _wait(prom.targets_up, 60)
+        load = LoadGenerator(stable_url, faulty_url, weight=lambda: int(status().get("canaryWeight", 0)),
+                             rate_per_second=40, max_seconds=300).start()
+        custom.patch_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments", name,
+                                              {"spec": {"model": {"image": "registry.example/p:v2", "bento": "p:v2"}}})
+        onset = None
+        end = None
+        promoted = rolled_back = False
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            st = status()
+            if onset is None and load.sent["canary"] > 0:
+                onset = time.monotonic()
+            if onset is not None and st.get("canary") is None and int(st.get("canaryWeight", 0)) == 0:
+                end = time.monotonic()
+                rolled_back = st.get("phase") == "RolledBack"
+                promoted = (st.get("stable") or {}).get("bento") == "p:v2"
+                break
+            time.sleep(0.1)
+        return {"profile": profile, "namespace": ns, "scrape_interval": scrape, "interval": interval,
+                "failure_limit": failure_limit,
+                "fault_to_weight0_s": round(end - onset, 2) if onset and end else None,
+                "rolled_back": rolled_back, "promoted": promoted, "canary_requests": load.sent["canary"],
+                "canary_5xx": load.errors["canary"], "message": status().get("message", "")}
+    finally:
+        if load is not None:
+            load.stop()
+        prom.stop()
+
+
+def _wait(check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
