@@ -263,10 +263,15 @@ class LocalCluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allocate-node-cidrs=false",
             # HPA reacts quickly in tests; the defaults (15 s sync) are for real clusters.
             "--horizontal-pod-autoscaler-sync-period=5s",
+            # The defaults (20 QPS, 5 Deployment/ReplicaSet workers) throttle bursts of hundreds
+            # of Deployments for tens of seconds; raise them as busy real clusters do.
+            "--kube-api-qps=300", "--kube-api-burst=600",
+            "--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20",
             # kwok renews the node lease (below); a loaded 2-core CI machine must not flap the node.
             "--node-monitor-grace-period=120s", "--v=1",
         ])
-        self._start("scheduler", [str(bins / "kube-scheduler"), *common, f"--secure-port={p['scheduler']}"])
+        self._start("scheduler", [str(bins / "kube-scheduler"), *common, f"--secure-port={p['scheduler']}",
+                                  "--kube-api-qps=300", "--kube-api-burst=600"])
         self._start("kwok", [
             str(bins / "kwok"), f"--kubeconfig={kc}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
@@ -292,8 +297,9 @@ class LocalCluster:
                            "kubernetes.io/arch": "amd64", "type": "kwok"},
             },
             # No taint: this cluster has only fake nodes, so every pod may land there.
-            "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
-                       "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"}},
+            # Room for benchmarks of hundreds of models at their default requests (250m CPU, 512Mi).
+            "status": {"allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "3000"},
+                       "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "3000"}},
         }
         deadline = time.monotonic() + 30
         while True:

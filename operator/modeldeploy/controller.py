@@ -110,19 +110,32 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.started = False
+        # resourceVersion of our own last write per object: its watch event needs no reconcile.
+        self.own_writes: dict[Key, str] = {}
         # With peering, only the highest-priority live replica reconciles (see `is_active_peer`).
         self.active = not settings.peering
 
     # -- event intake (called from kopf handlers, on the event loop) ----------------------------
-    def enqueue(self, namespace: str, name: str) -> None:
+    def enqueue(self, namespace: str, name: str, resource_version: str | None = None, delay: float = 0.0) -> None:
+        """Queue a reconcile, unless the event is only the echo of our own last write."""
         key = (namespace, name)
+        if resource_version is not None and self.own_writes.get(key) == resource_version:
+            return
         self.known.add(key)
         opmetrics.MANAGED.set(len(self.known))
-        self.queue.add(key)
+        if delay > 0:
+            self.queue.add_after(key, delay)
+        else:
+            self.queue.add(key)
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         self.known.discard(key)
+        self.own_writes.pop(key, None)
+        for kind, obj_name in ((KIND, name), ("Deployment", name), ("Deployment", f"{name}-canary"),
+                               ("Service", name), ("Service", f"{name}-stable"), ("Service", f"{name}-canary"),
+                               ("HorizontalPodAutoscaler", name), ("PodDisruptionBudget", name)):
+            self.kube.forget(kind, namespace, obj_name)
         self.failures.pop(key, None)
         self.queue.forget(key)
         opmetrics.MANAGED.set(len(self.known))
@@ -259,7 +272,8 @@ class Controller:
         if status_changed(md.status, p.status):
             log.info("%s/%s: %s -> %s: %s", namespace, name, md.status.phase.value, p.status.phase.value,
                      p.status.message)
-            self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
+            written = self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
+            self.own_writes[key] = str(written.get("metadata", {}).get("resourceVersion", ""))
         self.execute(md, body, observed, p)
         for ev in p.events:
             self.kube.event(body, ev.type, ev.reason, ev.message)
@@ -281,15 +295,19 @@ class Controller:
                   ("HorizontalPodAutoscaler", md.name): observed.hpa is None,
                   ("PodDisruptionBudget", md.name): observed.pdb is None,
                   **{k: v is None for k, v in observed.routing.items()}}
+        created: list[str] = []
         for action in p.actions:
             if action.verb == "apply":
                 assert action.body is not None
                 self.kube.apply(action.body)
-                verb = "Created" if absent.get((action.kind, action.name), True) else "Updated"
-                log.info("%s/%s: %s %s %s", namespace, name, verb.lower(), action.kind, action.name)
-                if verb == "Created" or action.kind == "Deployment":
-                    self.kube.event(body, "Normal", f"{verb}{action.kind}", f"{verb.lower()} {action.kind} "
-                                    f"{action.name}" + ("" if verb == "Created" else " to match the spec"))
+                is_new = absent.get((action.kind, action.name), True)
+                log.info("%s/%s: %s %s %s", namespace, name, "created" if is_new else "updated", action.kind,
+                         action.name)
+                if is_new:
+                    created.append(f"{action.kind} {action.name}")
+                elif action.kind == "Deployment":
+                    self.kube.event(body, "Normal", "UpdatedDeployment",
+                                    f"updated Deployment {action.name} to match the spec")
             elif action.verb == "scale":
                 assert action.body is not None
                 self.kube.patch_merge(action.kind, namespace, action.name, action.body)
@@ -297,6 +315,8 @@ class Controller:
             else:
                 self.kube.delete(action.kind, namespace, action.name)
                 log.info("%s/%s: deleted %s %s", namespace, name, action.kind, action.name)
+        if created:  # one Event for everything created in this pass
+            self.kube.event(body, "Normal", "Created", "created " + ", ".join(created))
 
     def export_metrics(self, md: ModelDeployment, p: Plan) -> None:
         ns, name = md.namespace, md.name
@@ -364,7 +384,13 @@ class Controller:
 
     def observe(self, md: ModelDeployment) -> Observed:
         ns = md.namespace
-        get = self.kube.get
+        # A ModelDeployment never reconciled before has no children but those our own writes
+        # made (and those are cached): skip the GETs that would all answer 404.
+        fresh = md.status.observed_generation is None
+
+        def get(kind: str, namespace: str, name: str) -> dict | None:
+            return self.kube.get(kind, namespace, name, uncached_absent=fresh)
+
         return Observed(
             stable=get("Deployment", ns, deployment_name(md, "stable")),
             canary=get("Deployment", ns, deployment_name(md, "canary")),

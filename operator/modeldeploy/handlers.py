@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from modeldeploy import GROUP, PLURAL, VERSION
+from modeldeploy import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.config import Settings
 from modeldeploy.controller import Controller
 from modeldeploy.http import HealthServer
@@ -63,36 +63,45 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def modeldeployment_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
+async def modeldeployment_event(type: str, name: str, namespace: str | None, meta: Mapping[str, Any],
+                                event: Mapping[str, Any], **_: Any) -> None:
     if "controller" not in STATE or namespace is None:
         return
+    STATE["controller"].kube.observe(KIND, type, event["object"])
     if type == "DELETED":
         STATE["controller"].forget(namespace, name)
     else:
-        STATE["controller"].enqueue(namespace, name)
+        STATE["controller"].enqueue(namespace, name, meta.get("resourceVersion"))
 
 
-def _child(labels: Mapping[str, str], namespace: str | None) -> None:
+def _child(kind: str, event: Mapping[str, Any], labels: Mapping[str, str], namespace: str | None) -> None:
     owner = labels.get(LABEL_NAME)
     if owner and namespace and "controller" in STATE:
-        STATE["controller"].enqueue(namespace, owner)
+        STATE["controller"].kube.observe(kind, event.get("type"), event["object"])
+        # A Deployment's status changes in bursts (replicas, updated, ready, available...):
+        # a short debounce folds a burst into one reconcile.
+        STATE["controller"].enqueue(namespace, owner, delay=0.25)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-async def deployment_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    _child(labels, namespace)
+async def deployment_event(event: Mapping[str, Any], labels: Mapping[str, str], namespace: str | None,
+                           **_: Any) -> None:
+    _child("Deployment", event, labels, namespace)
 
 
 @kopf.on.event("v1", "services", labels=CHILD_LABELS)
-async def service_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    _child(labels, namespace)
+async def service_event(event: Mapping[str, Any], labels: Mapping[str, str], namespace: str | None,
+                        **_: Any) -> None:
+    _child("Service", event, labels, namespace)
 
 
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILD_LABELS)
-async def hpa_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    _child(labels, namespace)
+async def hpa_event(event: Mapping[str, Any], labels: Mapping[str, str], namespace: str | None,
+                    **_: Any) -> None:
+    _child("HorizontalPodAutoscaler", event, labels, namespace)
 
 
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
-async def pdb_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    _child(labels, namespace)
+async def pdb_event(event: Mapping[str, Any], labels: Mapping[str, str], namespace: str | None,
+                    **_: Any) -> None:
+    _child("PodDisruptionBudget", event, labels, namespace)

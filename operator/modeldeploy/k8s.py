@@ -37,6 +37,14 @@ KINDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _rv(obj: dict[str, Any]) -> int:
+    """resourceVersion as a number, for ordering our writes against watch events (etcd revisions)."""
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -54,12 +62,47 @@ def load_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> clien
     return client.ApiClient(cfg)
 
 
-class Kube:
-    """Thin, typed-enough wrapper over the REST API for the kinds in `KINDS`."""
+# Kinds whose objects arrive through kopf watch events, so they can be served from memory.
+WATCHED_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", KIND}
 
-    def __init__(self, api: client.ApiClient) -> None:
+
+class Kube:
+    """Thin, typed-enough wrapper over the REST API for the kinds in `KINDS`.
+
+    Reads of watched kinds are served from a cache that the watch events (fed in by the kopf
+    handlers through `observe`) and our own writes' responses keep current — the informer
+    pattern, so a steady-state reconcile costs no API requests. A cache miss falls back to a GET
+    and remembers the answer (including "absent").
+    """
+
+    def __init__(self, api: client.ApiClient, cache: bool = True) -> None:
         self.api = api
         self.instance = socket.gethostname()
+        self.use_cache = cache
+        self._cache: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+
+    # -- cache -------------------------------------------------------------------------------
+    def observe(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        """Record a watch event's object (DELETED drops it)."""
+        meta = obj.get("metadata", {})
+        key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self._cache.pop(key, None)  # the next read asks the server, and remembers the 404
+            return
+        old = self._cache.get(key)
+        if old is not None and _rv(old) > _rv(obj):
+            return  # an older event than what our own write already told us
+        self._cache[key] = obj
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        self._cache.pop((kind, namespace, name), None)
+
+    def _remember(self, kind: str, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
+        if self.use_cache and kind in WATCHED_KINDS:
+            key = (kind, namespace, name)
+            old = self._cache.get(key)
+            if obj is None or old is None or _rv(obj) >= _rv(old):
+                self._cache[key] = obj
 
     def _path(self, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
         prefix, plural = KINDS[kind]
@@ -82,13 +125,22 @@ class Kube:
         )
         return resp
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, namespace: str, name: str, uncached_absent: bool = False) -> dict[str, Any] | None:
+        """The object, or None. `uncached_absent`: the caller knows it cannot exist unless we made it
+        (a brand-new owner), so a cache miss means absent without asking the server."""
+        key = (kind, namespace, name)
+        if self.use_cache and kind in WATCHED_KINDS and key in self._cache:
+            return self._cache[key]
+        if uncached_absent and self.use_cache and kind in WATCHED_KINDS:
+            return None
         try:
-            return self._call("GET", self._path(kind, namespace, name))
+            obj: dict[str, Any] | None = self._call("GET", self._path(kind, namespace, name))
         except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+            if e.status != 404:
+                raise
+            obj = None
+        self._remember(kind, namespace, name, obj)
+        return obj
 
     def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
         """kopf's peering object: ClusterKopfPeering (cluster-wide) or KopfPeering (in `namespace`)."""
@@ -108,6 +160,7 @@ class Kube:
             content_type="application/apply-patch+yaml",
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
         opmetrics.API_WRITES.labels(kind=obj["kind"], verb="apply").inc()
+        self._remember(obj["kind"], meta["namespace"], meta["name"], result)
         return result
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
@@ -118,16 +171,20 @@ class Kube:
         except ApiException as e:
             if e.status != 404:
                 raise
+        self.forget(kind, namespace, name)  # next read asks the server (deletion may take a moment)
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self._call("PATCH", self._path(KIND, namespace, name, "status"), body={"status": status},
-                   content_type="application/merge-patch+json")
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        result = self._call("PATCH", self._path(KIND, namespace, name, "status"), body={"status": status},
+                            content_type="application/merge-patch+json")
         opmetrics.API_WRITES.labels(kind=KIND, verb="status").inc()
+        self._remember(KIND, namespace, name, result)
+        return result
 
     def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         result = self._call("PATCH", self._path(kind, namespace, name), body=patch,
                             content_type="application/merge-patch+json")
         opmetrics.API_WRITES.labels(kind=kind, verb="patch").inc()
+        self._remember(kind, namespace, name, result)
         return result
 
     def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:

@@ -32,3 +32,5 @@ def setup_logging(fmt: str = "plain", level: int = logging.INFO) -> None:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # kopf logs every handler success at INFO; with thousands of child events that is noise and CPU.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)

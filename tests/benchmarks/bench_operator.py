@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,14 @@ def run(n: int, api: client.ApiClient, op: OperatorProcess) -> dict[str, Any]:
     all_ready = (max(ready.values()) - t0) if ready else None
     latencies = [ready[k] - created[k] for k in ready if k in created]
     writes_to_ready = op.writes() - writes_before
+    # Server-side view (1 s resolution, no client lag): Ready's lastTransitionTime - creationTimestamp.
+    server_lat = []
+    for obj in custom.list_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments")["items"]:
+        ready_c = [c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == "Ready"]
+        if ready_c and ready_c[0]["status"] == "True":
+            t_made = datetime.fromisoformat(obj["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+            t_ready = datetime.fromisoformat(ready_c[0]["lastTransitionTime"].replace("Z", "+00:00"))
+            server_lat.append((t_ready - t_made).total_seconds())
     # Idle: two resync periods with nothing changing must cost zero writes.
     idle_before = op.writes()
     reconciles_before = op.counter('modeldeploy_reconciles_total{result="ok"}')
@@ -107,6 +116,8 @@ def run(n: int, api: client.ApiClient, op: OperatorProcess) -> dict[str, Any]:
         "all_ready_s": round(all_ready, 2) if all_ready else None,
         "apply_to_ready_p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "apply_to_ready_p99_s": round(pct(latencies, 99), 3) if latencies else None,
+        "server_side_ready_p50_s": statistics.median(server_lat) if server_lat else None,
+        "server_side_ready_p99_s": pct(server_lat, 99) if server_lat else None,
         "writes_per_object": round(writes_to_ready / n, 2),
         "idle_resync_reconciles": int(idle_reconciles), "idle_resync_writes": int(idle_writes),
         "operator_peak_rss_mib": round(peak_rss_mib(op.proc.pid), 1) if op.proc else None,

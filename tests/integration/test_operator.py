@@ -94,7 +94,9 @@ def test_create_makes_children_and_reaches_ready(k: Cluster) -> None:
     pods = k.core.list_namespaced_pod(k.ns, label_selector="modeldeploy.io/name=price").items
     assert len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
     reasons = {e.reason for e in k.events("price")}
-    assert {"CreatedDeployment", "CreatedService", "RolloutComplete", "PhaseHealthy"} <= reasons
+    assert {"Created", "RolloutComplete", "PhaseHealthy"} <= reasons
+    created = next(e.message for e in k.events("price") if e.reason == "Created")
+    assert "Deployment price" in created and "Service price" in created and "PodDisruptionBudget price" in created
     # The scale subresource works (kubectl scale mdep/price --replicas=3).
     scale = k.custom.get_namespaced_custom_object_scale(G, V, k.ns, P, "price")
     assert scale["status"]["replicas"] == 2
