@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -84,3 +85,19 @@ class LoadGenerator:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=10)
+
+
+def new_namespace(core: Any, name: str, timeout: float = 30.0) -> str:
+    """Create a namespace and wait for its default ServiceAccount (pods are rejected before it exists)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespaced_service_account("default", name)
+            return name
+        except ApiException:
+            time.sleep(0.2)
+    raise TimeoutError(f"namespace {name}: no default ServiceAccount after {timeout}s")

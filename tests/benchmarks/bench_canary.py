@@ -29,10 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client, config  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
 from tests.integration.operator_fixture import OperatorProcess  # noqa: E402
 
-from canarylab import LoadGenerator, targets  # noqa: E402
+from canarylab import LoadGenerator, new_namespace, targets  # noqa: E402
 from localcluster import LocalCluster, free_port  # noqa: E402
 from localprom import PrometheusServer  # noqa: E402
 from modeldeploy.api import parse_duration  # noqa: E402
@@ -83,14 +82,7 @@ def main() -> int:
             for _ in range(runs):
                 run_no += 1
                 ns = f"bench-canary-{run_no}"
-                core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    try:
-                        core.read_namespaced_service_account("default", ns)
-                        break
-                    except ApiException:
-                        time.sleep(0.2)
+                new_namespace(core, ns)
                 results.append(one_run(custom, ns, stable.url, faulty.url, profile, scrape, interval, failure_limit,
                                        work / f"prom-{run_no}"))
                 print(json.dumps(results[-1]), flush=True)

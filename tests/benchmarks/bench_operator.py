@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client, config, watch  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
 from tests.integration.operator_fixture import OperatorProcess  # noqa: E402
 
+from canarylab import new_namespace  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "100,500").split(",")]
@@ -51,14 +51,7 @@ def pct(values: list[float], p: float) -> float:
 def run(n: int, api: client.ApiClient, op: OperatorProcess) -> dict[str, Any]:
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     ns = f"bench-{n}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            core.read_namespaced_service_account("default", ns)
-            break
-        except ApiException:
-            time.sleep(0.2)
+    new_namespace(core, ns)
     created: dict[str, float] = {}
     ready: dict[str, float] = {}
     done = threading.Event()

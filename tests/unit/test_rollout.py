@@ -101,6 +101,14 @@ class World:
                 return p
         raise AssertionError("did not settle")
 
+    def start_canary(self, model: dict[str, str] = V2) -> World:
+        """v1 settled as stable, then `model` applied and its canary pods ready at step 1."""
+        self.settle()
+        self.set_model(model)
+        self.step()
+        self.step()
+        return self
+
     def set_model(self, model: dict[str, str]) -> None:
         self.body["spec"]["model"] = dict(model)
         self.body["metadata"]["generation"] += 1
@@ -163,10 +171,7 @@ def test_healthy_canary_walks_the_steps_and_is_promoted() -> None:
 
 def test_failing_canary_is_rolled_back_at_once_and_not_retried() -> None:
     w = World()
-    w.settle()
-    w.set_model(V2)
-    w.step()
-    w.step()
+    w.start_canary()
     p = w.step(failed(0.2), advance=10)
     assert p.decision and p.decision.rolled_back
     assert w.status["phase"] == "RolledBack"
@@ -191,10 +196,7 @@ def test_failing_canary_is_rolled_back_at_once_and_not_retried() -> None:
 def test_failure_limit_tolerates_some_failures() -> None:
     w = World(rollout={"canary": dict(CANARY), "analysis": {"prometheus": PROM, "failureLimit": 2,
                                                             "metrics": [{"name": "error-rate", "max": 0.01}]}})
-    w.settle()
-    w.set_model(V2)
-    w.step()
-    w.step()
+    w.start_canary()
     p = w.step(failed(), advance=10)
     assert w.status["phase"] == "Progressing" and w.status["failedChecks"] == 1 and w.status["currentStep"] == 1
     assert any(e.reason == "AnalysisFailed" for e in p.events)
@@ -204,10 +206,7 @@ def test_failure_limit_tolerates_some_failures() -> None:
 
 def test_provider_errors_never_promote_and_roll_back_at_the_limit() -> None:
     w = World()
-    w.settle()
-    w.set_model(V2)
-    w.step()
-    w.step()
+    w.start_canary()
     err = analyse(Analysis(min_requests=0), None,
                   [Measurement(MetricCheck(name="error-rate", max=0.01), error="connection refused")], "t")
     assert err.verdict == "Error"
@@ -223,10 +222,7 @@ def test_provider_errors_never_promote_and_roll_back_at_the_limit() -> None:
 def test_too_little_traffic_holds_then_gives_up_without_promoting() -> None:
     w = World(rollout={"canary": dict(CANARY), "analysis": {"prometheus": PROM, "inconclusiveLimit": 3,
                                                             "metrics": [{"name": "error-rate", "max": 0.01}]}})
-    w.settle()
-    w.set_model(V2)
-    w.step()
-    w.step()
+    w.start_canary()
     spec = w.md.spec.rollout.analysis
     quiet = analyse(spec, Measurement(None, 3.0), [Measurement(spec.metrics[0], 0.0)], "t")
     assert quiet.verdict == "Inconclusive" and "3 canary requests" in quiet.reason
@@ -242,10 +238,7 @@ def test_too_little_traffic_holds_then_gives_up_without_promoting() -> None:
 
 def test_new_revision_mid_canary_restarts_at_step_one() -> None:
     w = World()
-    w.settle()
-    w.set_model(V2)
-    w.step()
-    w.step()
+    w.start_canary()
     w.step(passed(), advance=10)
     assert w.status["currentStep"] == 2
     w.set_model(V3)
@@ -258,10 +251,7 @@ def test_new_revision_mid_canary_restarts_at_step_one() -> None:
 
 def test_fast_rollback_to_a_recent_stable_skips_analysis() -> None:
     w = World()
-    w.settle()
-    w.set_model(V2)
-    w.step()
-    w.step()
+    w.start_canary()
     w.step(passed(), advance=10)
     w.step(passed(), advance=10)
     w.settle()
@@ -311,10 +301,7 @@ def test_paused_canary_holds_its_step() -> None:
 def test_restart_resumes_from_status_alone() -> None:
     """A fresh process sees only the object and its children: the decision is the same."""
     w = World()
-    w.settle()
-    w.set_model(V2)
-    w.step()
-    w.step()
+    w.start_canary()
     w.step(passed(), advance=10)
     frozen_body, frozen_objects = copy.deepcopy(w.body), copy.deepcopy(w.objects)
     p1 = w.step(advance=3)
