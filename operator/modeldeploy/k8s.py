@@ -132,6 +132,7 @@ class Kube:
         if self.use_cache and kind in WATCHED_KINDS and key in self._cache:
             return self._cache[key]
         if uncached_absent and self.use_cache and kind in WATCHED_KINDS:
+            self._cache[key] = None
             return None
         try:
             obj: dict[str, Any] | None = self._call("GET", self._path(kind, namespace, name))

@@ -252,8 +252,9 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
                                            time=now_s), *status.history][: md.spec.revision_history_limit]
         status.stable = stable_rev
         status.stable_model = decision.stable_model
-        events.append(Event("Normal", "RolloutComplete",
-                            f"revision {stable_rev.hash} ({stable_rev.image}) is serving on all stable replicas"))
+        if prev is not None:  # the first rollout is announced by the Pending -> Healthy phase Event
+            events.append(Event("Normal", "RolloutComplete",
+                                f"revision {stable_rev.hash} ({stable_rev.image}) is serving on all stable replicas"))
 
     if degraded_reason:
         phase, message = Phase.DEGRADED, degraded_msg

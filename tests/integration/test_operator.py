@@ -94,7 +94,7 @@ def test_create_makes_children_and_reaches_ready(k: Cluster) -> None:
     pods = k.core.list_namespaced_pod(k.ns, label_selector="modeldeploy.io/name=price").items
     assert len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
     reasons = {e.reason for e in k.events("price")}
-    assert {"Created", "RolloutComplete", "PhaseHealthy"} <= reasons
+    assert {"Created", "PhaseHealthy"} <= reasons
     created = next(e.message for e in k.events("price") if e.reason == "Created")
     assert "Deployment price" in created and "Service price" in created and "PodDisruptionBudget price" in created
     # The scale subresource works (kubectl scale mdep/price --replicas=3).
