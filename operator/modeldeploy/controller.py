@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -30,7 +31,7 @@ from modeldeploy.metrics import MetricProvider, ProviderError, queries
 from modeldeploy.metrics.prometheus import PrometheusProvider
 from modeldeploy.reconcile import Observed, Plan, plan, status_changed
 from modeldeploy.reconcile import view_of as plan_view
-from modeldeploy.resources.common import deployment_name, revision_hash
+from modeldeploy.resources.common import child_names, deployment_name, revision_hash
 from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse
 from modeldeploy.rollout.engine import analysis_due_in, fmt_time
 from modeldeploy.routers import router_for
@@ -132,15 +133,13 @@ class Controller:
         key = (namespace, name)
         self.known.discard(key)
         self.own_writes.pop(key, None)
-        for kind, obj_name in ((KIND, name), ("Deployment", name), ("Deployment", f"{name}-canary"),
-                               ("Service", name), ("Service", f"{name}-stable"), ("Service", f"{name}-canary"),
-                               ("HorizontalPodAutoscaler", name), ("PodDisruptionBudget", name)):
-            self.kube.forget(kind, namespace, obj_name)
+        self.kube.forget_names(namespace, child_names(name))
         self.failures.pop(key, None)
         self.queue.forget(key)
         opmetrics.MANAGED.set(len(self.known))
         for phase in Phase:
-            opmetrics.PHASE.remove(namespace, name, phase.value) if _has_phase(namespace, name, phase) else None
+            with contextlib.suppress(KeyError):  # never exported for this object
+                opmetrics.PHASE.remove(namespace, name, phase.value)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -274,7 +273,7 @@ class Controller:
                      p.status.message)
             written = self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
             self.own_writes[key] = str(written.get("metadata", {}).get("resourceVersion", ""))
-        self.execute(md, body, observed, p)
+        self.execute(md, body, p)
         for ev in p.events:
             self.kube.event(body, ev.type, ev.reason, ev.message)
         self.export_metrics(md, p)
@@ -287,23 +286,16 @@ class Controller:
             return Result(requeue_after=p.requeue_after)
         return Result()
 
-    def execute(self, md: ModelDeployment, body: dict, observed: Observed, p: Plan) -> None:
+    def execute(self, md: ModelDeployment, body: dict, p: Plan) -> None:
         namespace, name = md.namespace, md.name
-        absent = {("Deployment", deployment_name(md, "stable")): observed.stable is None,
-                  ("Deployment", deployment_name(md, "canary")): observed.canary is None,
-                  ("Service", md.name): observed.service is None,
-                  ("HorizontalPodAutoscaler", md.name): observed.hpa is None,
-                  ("PodDisruptionBudget", md.name): observed.pdb is None,
-                  **{k: v is None for k, v in observed.routing.items()}}
         created: list[str] = []
         for action in p.actions:
             if action.verb == "apply":
                 assert action.body is not None
                 self.kube.apply(action.body)
-                is_new = absent.get((action.kind, action.name), True)
-                log.info("%s/%s: %s %s %s", namespace, name, "created" if is_new else "updated", action.kind,
+                log.info("%s/%s: %s %s %s", namespace, name, "created" if action.new else "updated", action.kind,
                          action.name)
-                if is_new:
+                if action.new:
                     created.append(f"{action.kind} {action.name}")
                 elif action.kind == "Deployment":
                     self.kube.event(body, "Normal", "UpdatedDeployment",
@@ -458,6 +450,3 @@ def _measure(provider: MetricProvider, check: MetricCheck | None, promql: str) -
     except ProviderError as e:
         return Measurement(check=check, error=str(e))
 
-
-def _has_phase(namespace: str, name: str, phase: Phase) -> bool:
-    return (namespace, name, phase.value) in getattr(opmetrics.PHASE, "_metrics", {})

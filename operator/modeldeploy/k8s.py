@@ -97,6 +97,12 @@ class Kube:
     def forget(self, kind: str, namespace: str, name: str) -> None:
         self._cache.pop((kind, namespace, name), None)
 
+    def forget_names(self, namespace: str, names: set[str]) -> None:
+        """Drop every watched kind's entry with one of `names` (a deleted owner and its children)."""
+        for kind in WATCHED_KINDS:
+            for name in names:
+                self._cache.pop((kind, namespace, name), None)
+
     def _remember(self, kind: str, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
         if self.use_cache and kind in WATCHED_KINDS:
             key = (kind, namespace, name)

@@ -53,6 +53,7 @@ class Action:
     kind: str
     name: str
     body: Obj | None = None
+    new: bool = False  # an apply that creates the object (it was not observed)
 
 
 @dataclass
@@ -84,7 +85,7 @@ def _want(desired: Obj | None, observed: Obj | None, kind: str, name: str, actio
         if observed is not None:
             actions.append(Action("delete", kind, name))
     elif observed is None or not is_subset(desired, observed):
-        actions.append(Action("apply", kind, name, desired))
+        actions.append(Action("apply", kind, name, desired, new=observed is None))
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 import pytest
@@ -169,7 +168,6 @@ def test_autoscaling_hpa_owns_replicas(k: Cluster) -> None:
     assert dep is not None
     managers = {f.manager for f in dep.metadata.managed_fields or []}
     assert "modeldeploy" in managers
-    time.sleep(0)  # (no sleeps needed: the checks above polled)
     assert k.deployment("auto").spec.replicas == 3  # type: ignore[union-attr]
 
 

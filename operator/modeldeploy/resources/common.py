@@ -33,6 +33,11 @@ def revision_hash(model: ModelSpec) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:10]
 
 
+def child_names(name: str) -> set[str]:
+    """Every name the children of ModelDeployment `name` can have (see the two functions below)."""
+    return {name, f"{name}-canary", f"{name}-stable"}
+
+
 def deployment_name(md: ModelDeployment, track: Track) -> str:
     return md.name if track == "stable" else f"{md.name}-canary"
 

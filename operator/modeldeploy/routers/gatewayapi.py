@@ -6,23 +6,18 @@ The user names the parent Gateway(s); the route sends (100 - w) to `<name>-stabl
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from modeldeploy.api import ModelDeployment
 from modeldeploy.resources.common import metadata, track_service_name
-from modeldeploy.resources.service import build_track_service
+from modeldeploy.routers.l7 import L7Router
 
 
-class GatewayAPIRouter:
+class GatewayAPIRouter(L7Router):
     name = "gatewayAPI"
+    kind = "HTTPRoute"
 
-    def canary_replicas(self, stable_replicas: int, weight: int) -> int:
-        if weight <= 0:
-            return 0
-        return max(1, math.ceil(stable_replicas * weight / 100))
-
-    def objects(self, md: ModelDeployment, weight: int) -> list[dict[str, Any]]:
+    def route(self, md: ModelDeployment, weight: int) -> dict[str, Any]:
         cfg = md.spec.rollout.canary.traffic_router.gateway_api
         assert cfg is not None
         port = md.spec.service.port
@@ -35,12 +30,5 @@ class GatewayAPIRouter:
         }
         if cfg.hostnames:
             spec["hostnames"] = list(cfg.hostnames)
-        route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                 "metadata": metadata(md, md.name), "spec": spec}
-        return [build_track_service(md, "stable"), build_track_service(md, "canary"), route]
-
-    def kinds(self) -> list[str]:
-        return ["HTTPRoute"]
-
-    def achieved_weight(self, weight: int, stable_ready: int, canary_ready: int) -> int:
-        return weight if canary_ready > 0 or weight == 0 else 0
+        return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": self.kind, "metadata": metadata(md, md.name),
+                "spec": spec}
