@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ REPO = HACK.parent
 sys.path.insert(0, str(HACK))
 
 from canarylab import LoadGenerator, targets  # noqa: E402
-from localcluster import LocalCluster, free_port  # noqa: E402
+from localcluster import LocalCluster, free_port, wait_until  # noqa: E402
+from localoperator import OperatorProcess  # noqa: E402
 from localprom import PrometheusServer  # noqa: E402
 
 BOLD, DIM, RED, GREEN, RESET = "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m"
@@ -53,15 +53,6 @@ def show(*args: str) -> None:
 
 def get_md() -> dict[str, Any]:
     return json.loads(kubectl("get", "mdep", NAME, "-o", "json"))  # type: ignore[no-any-return]
-
-
-def wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def follow(until: Any, timeout: float) -> dict[str, Any]:
@@ -92,7 +83,7 @@ def main() -> int:
     keep = os.environ.get("KEEP") == "1"
     work = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
     cluster = LocalCluster()
-    operator: subprocess.Popen[bytes] | None = None
+    operator: OperatorProcess | None = None
     servers: list[Any] = []
     prom: PrometheusServer | None = None
     load: LoadGenerator | None = None
@@ -104,25 +95,13 @@ def main() -> int:
         print(f"node Ready after {secs:.1f}s" if secs else "reusing the running cluster")
         show("get", "nodes")
         say("2. install the ModelDeployment CRD")
-        show("apply", "--server-side", "-f", str(REPO / "crds"))
-        kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io", "--timeout=60s")
+        cluster.install_crd(REPO / "crds", "modeldeployments.modeldeploy.io")
+        show("get", "crd", "modeldeployments.modeldeploy.io")
 
         say(f"3. start the operator (log: {work / 'operator.log'})")
-        port = free_port()
-        env = dict(os.environ, MODELDEPLOY_HTTP_ADDRESS=f"127.0.0.1:{port}", MODELDEPLOY_RESYNC_SECONDS="10")
-        operator = subprocess.Popen([sys.executable, "-m", "modeldeploy.cli", "operator"], env=env,
-                                    stdout=open(work / "operator.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                    start_new_session=True)
-
-        def operator_ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait(operator_ready, 60, "operator /readyz")
-        print(f"operator ready; its metrics: http://127.0.0.1:{port}/metrics")
+        operator = OperatorProcess(str(cluster.kubeconfig), work / "operator.log", resync_seconds=10,
+                                   extra_env={"MODELDEPLOY_LOG_FORMAT": "plain"}).start()
+        print(f"operator ready; its metrics: {operator.url}/metrics")
 
         say("4. real model servers: train three small model versions and serve them with `bentoml serve`")
         from modeldeploy_model.testing import build_test_artifact, serve_subprocess
@@ -153,9 +132,9 @@ def main() -> int:
         }
         (work / "mdep.yaml").write_text(json.dumps(manifest, indent=2))
         show("apply", "-f", str(work / "mdep.yaml"))
-        wait(lambda: get_md().get("status", {}).get("phase") == "Healthy", 120, "v1 Healthy")
+        wait_until(lambda: get_md().get("status", {}).get("phase") == "Healthy", 120, "v1 Healthy")
         show("get", "mdep,deploy,svc,hpa,pods")
-        wait(prom.targets_up, 30, "Prometheus scraping both servers")
+        wait_until(prom.targets_up, 30, "Prometheus scraping both servers")
 
         def weight() -> int:
             return int(get_md().get("status", {}).get("canaryWeight", 0))
@@ -200,16 +179,12 @@ def main() -> int:
             prom.stop()
         if keep and ok:
             say(f"left running: export KUBECONFIG={cluster.kubeconfig}")
-            pid = operator.pid if operator else "-"
+            pid = operator.proc.pid if operator and operator.proc else "-"
             print(f"operator pid {pid}; stop with: kill {pid}; make cluster-down")
         else:
             say("stopping everything the demo started")
             if operator is not None:
-                operator.terminate()
-                try:
-                    operator.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    operator.kill()
+                operator.stop()
             cluster.down(quiet=True)
             if not ok:
                 print(f"demo failed; logs in {work}", file=sys.stderr)

@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,7 +316,7 @@ class LocalCluster:
         if not self.pids:
             self.load()
         for name in reversed(list(self.pids)):
-            _stop(self.pids[name])
+            stop_process(self.pids[name])
             if not quiet:
                 print(f"stopped {name} (pid {self.pids[name]})")
         self.pids = {}
@@ -335,6 +336,15 @@ class LocalCluster:
         lines.append(f"export KUBECONFIG={self.kubeconfig}")
         return "\n".join(lines)
 
+    def install_crd(self, path: Path, name: str, timeout: float = 60.0) -> None:
+        """`kubectl apply --server-side` a CRD file and wait until `name` is Established."""
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        for argv in (["kubectl", "apply", "--server-side", "-f", str(path)],
+                     ["kubectl", "wait", "--for=condition=Established", f"crd/{name}", f"--timeout={timeout:.0f}s"]):
+            out = subprocess.run(argv, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"{' '.join(argv)} failed: {out.stderr}")
+
     def rss_mib(self) -> dict[str, float]:
         """Resident memory of each control-plane process, from /proc."""
         out = {}
@@ -344,6 +354,17 @@ class LocalCluster:
                     if line.startswith("VmRSS:"):
                         out[name] = int(line.split()[1]) / 1024
         return out
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
+    """Poll `check` until it returns something truthy; TimeoutError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _http_ok(url: str) -> bool:
@@ -368,7 +389,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _stop(pid: int, timeout: float = 15.0) -> None:
+def stop_process(pid: int, timeout: float = 15.0) -> None:
+    """Stop a process group we started: TERM, then KILL after `timeout` seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)

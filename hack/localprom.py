@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localcluster import _stop, free_port
+from localcluster import free_port, stop_process
 
 
 @dataclass
@@ -107,7 +107,7 @@ class PrometheusServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc.pid)
+            stop_process(self.proc.pid)
             self.proc.wait(timeout=5)
             self.proc = None
         if self._own_dir:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,10 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client, config  # noqa: E402
-from tests.integration.operator_fixture import OperatorProcess  # noqa: E402
 
 from canarylab import LoadGenerator, new_namespace, targets  # noqa: E402
-from localcluster import LocalCluster, free_port  # noqa: E402
+from localcluster import LocalCluster, free_port, wait_until  # noqa: E402
+from localoperator import OperatorProcess  # noqa: E402
 from localprom import PrometheusServer  # noqa: E402
 from modeldeploy.api import parse_duration  # noqa: E402
 
@@ -61,11 +60,7 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     try:
         cluster.up()
-        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
-        subprocess.run(["kubectl", "apply", "--server-side", "-f", str(REPO / "crds")], env=env, check=True,
-                       capture_output=True)
-        subprocess.run(["kubectl", "wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io"],
-                       env=env, check=True, capture_output=True)
+        cluster.install_crd(REPO / "crds", "modeldeployments.modeldeploy.io")
         op = OperatorProcess(str(cluster.kubeconfig), work / "operator.log", resync_seconds=30).start()
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
@@ -136,8 +131,8 @@ def one_run(custom: client.CustomObjectsApi, ns: str, stable_url: str, faulty_ur
                                                   "failureLimit": failure_limit,
                                                   "metrics": [{"name": "error-rate", "max": THRESHOLD}]}}}}
         custom.create_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments", body)
-        _wait(lambda: status().get("phase") == "Healthy", 60)
-        _wait(prom.targets_up, 60)
+        wait_until(lambda: status().get("phase") == "Healthy", 60, "v1 Healthy")
+        wait_until(prom.targets_up, 60, "both servers scraped")
         load = LoadGenerator(stable_url, faulty_url, weight=lambda: int(status().get("canaryWeight", 0)),
                              rate_per_second=40, max_seconds=300).start()
         custom.patch_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments", name,
@@ -165,15 +160,6 @@ def one_run(custom: client.CustomObjectsApi, ns: str, stable_url: str, faulty_ur
         if load is not None:
             load.stop()
         prom.stop()
-
-
-def _wait(check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout}s")
 
 
 if __name__ == "__main__":

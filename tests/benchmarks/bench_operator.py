@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -27,10 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client, config, watch  # noqa: E402
-from tests.integration.operator_fixture import OperatorProcess  # noqa: E402
 
 from canarylab import new_namespace  # noqa: E402
 from localcluster import LocalCluster  # noqa: E402
+from localoperator import OperatorProcess  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "100,500").split(",")]
 RESYNC = 15.0
@@ -127,11 +126,7 @@ def main() -> int:
     results = []
     try:
         cluster.up()
-        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
-        subprocess.run(["kubectl", "apply", "--server-side", "-f", str(REPO / "crds")], env=env, check=True,
-                       capture_output=True)
-        subprocess.run(["kubectl", "wait", "--for=condition=Established", "crd/modeldeployments.modeldeploy.io"],
-                       env=env, check=True, capture_output=True)
+        cluster.install_crd(REPO / "crds", "modeldeployments.modeldeploy.io")
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         api.configuration.connection_pool_maxsize = 32
         for n in SIZES:

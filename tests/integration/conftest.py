@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +10,9 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from localcluster import LocalCluster
+from localoperator import OperatorProcess
 from tests.conftest import wait_for
-from tests.integration.operator_fixture import OperatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -46,17 +46,9 @@ CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 
 
 @pytest.fixture(scope="session")
-def crd(api_client: client.ApiClient, kube_env: dict[str, str]) -> str:
+def crd(api_client: client.ApiClient, cluster: LocalCluster) -> str:
     """The ModelDeployment CRD installed with kubectl, Established and served."""
-    subprocess.run(["kubectl", "apply", "--server-side", "-f", str(CRD_FILE)], env=kube_env, check=True,
-                   capture_output=True)
-    ext = client.ApiextensionsV1Api(api_client)
-
-    def established() -> bool:
-        got = ext.read_custom_resource_definition("modeldeployments.modeldeploy.io")
-        return any(c.type == "Established" and c.status == "True" for c in got.status.conditions or [])
-
-    wait_for(established, 30, what="ModelDeployment CRD Established")
+    cluster.install_crd(CRD_FILE, "modeldeployments.modeldeploy.io")
     custom = client.CustomObjectsApi(api_client)
     wait_for(lambda: _listable(custom), 30, what="ModelDeployment API served")
     return "modeldeployments.modeldeploy.io"

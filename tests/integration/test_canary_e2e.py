@@ -17,9 +17,9 @@ from kubernetes import client
 
 from canarylab import LoadGenerator, targets
 from localcluster import free_port
+from localoperator import OperatorProcess
 from localprom import PrometheusServer
 from tests.conftest import wait_for
-from tests.integration.operator_fixture import OperatorProcess
 from tests.integration.test_operator import Cluster, mdep
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]

@@ -8,8 +8,8 @@ import sys
 import pytest
 from kubernetes import client
 
+from localoperator import OperatorProcess
 from tests.conftest import wait_for
-from tests.integration.operator_fixture import OperatorProcess
 from tests.integration.test_operator import Cluster, mdep
 
 pytestmark = pytest.mark.cluster

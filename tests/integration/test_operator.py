@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from localoperator import OperatorProcess
 from tests.conftest import wait_for
-from tests.integration.operator_fixture import OperatorProcess
 
 pytestmark = pytest.mark.cluster
 

@@ -7,14 +7,14 @@ gate stops its resyncs). When the active one stops, the other takes over.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from localcluster import LocalCluster
+from localoperator import OperatorProcess
 from tests.conftest import wait_for
-from tests.integration.operator_fixture import OperatorProcess
 from tests.integration.test_operator import Cluster, mdep
 
 pytestmark = pytest.mark.cluster
@@ -24,14 +24,10 @@ PEERING = "modeldeploy-test-peering"
 
 
 def test_only_the_highest_priority_replica_works_and_the_other_takes_over(
-    api_client: client.ApiClient, namespace: str, crd: str, kubeconfig: str, kube_env: dict[str, str],
+    api_client: client.ApiClient, namespace: str, crd: str, kubeconfig: str, cluster: LocalCluster,
     tmp_path: Path,
 ) -> None:
-    peering_crds = REPO / "charts/modeldeploy/crds/kopf.dev_peerings.yaml"
-    subprocess.run(["kubectl", "apply", "--server-side", "-f", str(peering_crds)], env=kube_env, check=True,
-                   capture_output=True)
-    subprocess.run(["kubectl", "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev"],
-                   env=kube_env, check=True, capture_output=True)
+    cluster.install_crd(REPO / "charts/modeldeploy/crds/kopf.dev_peerings.yaml", "clusterkopfpeerings.kopf.dev")
     custom = client.CustomObjectsApi(api_client)
     try:
         custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", {

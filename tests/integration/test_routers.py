@@ -7,7 +7,6 @@ schemas. Steps advance on time here (no metrics), which is enough to check the w
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from localcluster import bin_dir
+from localcluster import LocalCluster, bin_dir
+from localoperator import OperatorProcess
 from tests.conftest import wait_for
-from tests.integration.operator_fixture import OperatorProcess
 from tests.integration.test_operator import Cluster, mdep
 
 pytestmark = pytest.mark.cluster
@@ -26,14 +25,10 @@ V2 = {"image": "registry.example/room-price:v2", "bento": "room_price:v2"}
 
 
 @pytest.fixture(scope="module")
-def router_crds(kube_env: dict[str, str], api_client: client.ApiClient) -> None:
+def router_crds(cluster: LocalCluster) -> None:
     crds = Path(bin_dir()) / "crds"
-    for f in sorted(crds.glob("*.yaml")):
-        subprocess.run(["kubectl", "apply", "--server-side", "-f", str(f)], env=kube_env, check=True,
-                       capture_output=True)
-    for crd in ("httproutes.gateway.networking.k8s.io", "virtualservices.networking.istio.io"):
-        subprocess.run(["kubectl", "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"],
-                       env=kube_env, check=True, capture_output=True)
+    cluster.install_crd(next(crds.glob("gateway-api-*.yaml")), "httproutes.gateway.networking.k8s.io")
+    cluster.install_crd(next(crds.glob("istio-*.yaml")), "virtualservices.networking.istio.io")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Run the real operator (`modeldeploy operator`) as a subprocess against the test cluster."""
+"""Run the real operator (`modeldeploy operator`) as a subprocess: for tests, benchmarks and the demo."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from localcluster import free_port
-from tests.conftest import wait_for
+from localcluster import free_port, wait_until
 
 
 class OperatorProcess:
@@ -32,17 +31,18 @@ class OperatorProcess:
         self.port = free_port()
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, MODELDEPLOY_HTTP_ADDRESS=f"127.0.0.1:{self.port}",
                    MODELDEPLOY_RESYNC_SECONDS=str(self.resync_seconds), MODELDEPLOY_BACKOFF_MAX_SECONDS="5",
-                   MODELDEPLOY_LOG_FORMAT="json", **self.extra_env)
+                   MODELDEPLOY_LOG_FORMAT="json")
+        env.update(self.extra_env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen([sys.executable, "-m", "modeldeploy.cli", "operator"], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_for(self._ready, 60, what=f"operator /readyz (log: {self.log_path})")
+        wait_until(self._ready, 60, what=f"operator /readyz (log: {self.log_path})")
         return self
 
     def _ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"operator exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
                 return r.status == 200
