@@ -31,7 +31,7 @@ fi
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 stamp=.venv/.modeldeploy-installed
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+want=$(sha256sum < pyproject.toml | cut -c1-16)
 if [[ ! -x .venv/bin/python ]]; then
   log "creating .venv with $($PY --version)"
   "$PY" -m venv .venv
