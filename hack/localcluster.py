@@ -31,6 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE = REPO / ".local" / "cluster"
@@ -356,15 +357,17 @@ class LocalCluster:
         return out
 
 
-def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
-    """Poll `check` until it returns something truthy; TimeoutError naming `what` after `timeout` s."""
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2,
+               error: type[Exception] = TimeoutError) -> Any:
+    """Poll `check` until it returns something truthy; raise `error` naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
+    last: Any = None
     while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
+        last = check()
+        if last:
+            return last
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise error(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def _http_ok(url: str) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
 
-from localcluster import LocalCluster  # noqa: E402
+from localcluster import LocalCluster, wait_until  # noqa: E402
 from localprom import PrometheusServer, ScrapeTarget  # noqa: E402
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last value: {last!r}")
+    """Poll `check` until it returns something truthy; fail the test naming `what` after `timeout` seconds."""
+    return wait_until(check, timeout, what or str(check), interval, error=AssertionError)
 
 
 @pytest.fixture(scope="session")
