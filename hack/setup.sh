@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 t0=$(date +%s)
 
-APT_PACKAGES=(prometheus lua5.1 openssl wrk curl)
+APT_PACKAGES=(prometheus lua5.1 openssl wrk curl
+  # images without a registry (hack/images.py): a Debian base, buildah builds, the static pause binary, containerd to import into
+  debootstrap buildah skopeo containerd runc gcc libc6-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -92,6 +92,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 def _add_package(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="room_price", help="BentoML model and Bento name (default room_price)")
     p.add_argument("--no-build", action="store_true", help="save to the model store only, skip `bentoml build`")
+    p.add_argument("--base-image", default=None,
+                   help="the Bento image's base (default: $MODELDEPLOY_BASE_IMAGE, else BentoML's python:3.11-slim)")
 
 
 def _thresholds(args: argparse.Namespace) -> list[Any]:
@@ -207,7 +209,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     from modeldeploy_model.pipeline import record
 
     artifact = args.artifact or args.workdir / "artifact"
-    res = package(artifact, name=args.name, build=not args.no_build)
+    res = package(artifact, name=args.name, build=not args.no_build, base_image=args.base_image)
     if args.artifact is None:
         record(args.workdir, "package", res.to_dict())
     print(f"model: {res.model_tag}")
@@ -226,6 +228,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         kinds=parse_kinds(args.models), train=_train_options(args), thresholds=_thresholds(args),
         selection_metric=args.select_by, quantize=not args.no_quantize, tolerance_abs=args.tolerance,
         explain=True, package=not args.no_package, build=not args.no_build, name=args.name,
+        base_image=args.base_image,
     )
     try:
         res = run_pipeline(cfg)
@@ -292,7 +295,7 @@ def cmd_containerize(args: argparse.Namespace) -> int:
     from modeldeploy_model.deploy import containerize
 
     tag = args.bento or _latest_bento(args.workdir)
-    return containerize(tag, args.tag)
+    return containerize(tag, args.tag, backend=args.backend)
 
 
 def _latest_bento(workdir: Path) -> str:
@@ -383,10 +386,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", default="ridge", choices=["linear", "ridge", "forest", "gbt", "mlp"])
     p.set_defaults(func=cmd_demo_artifact)
 
-    p = sub.add_parser("containerize", help="`bentoml containerize` the Bento (needs a Docker engine)")
+    p = sub.add_parser("containerize", help="`bentoml containerize` the Bento (needs a Docker engine or buildah)")
     _add_workdir(p)
     p.add_argument("--bento", help="Bento tag (default: the one `package` built in WORKDIR)")
     p.add_argument("-t", "--tag", help="image tag, e.g. registry.example/room-price:2f1c")
+    p.add_argument("--backend", choices=["auto", "docker", "buildah"], default="auto",
+                   help="image builder (default auto: docker when an engine answers, else buildah when installed)")
     p.set_defaults(func=cmd_containerize)
 
     p = sub.add_parser("manifest", help="write a ModelDeployment YAML for a built image")

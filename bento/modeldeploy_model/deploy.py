@@ -5,9 +5,17 @@ Why the manifest is generated with exactly the documented fields: the CRD (group
 emit only fields it defines - the optional ones (analysis) only when asked for - and the file
 applies cleanly with ``kubectl apply``.
 
-Why containerize checks first: ``bentoml containerize`` needs a reachable Docker engine (and, for
-its default base image, a container registry); without one it fails deep in a build log. We say
-up front what is missing and how to get it.
+Why containerize checks first: ``bentoml containerize`` needs a builder - a reachable Docker engine,
+or buildah (daemonless, Debian's ``buildah`` package) - and, for its default base image, a container
+registry; without one it fails deep in a build log. We pick the builder (Docker when an engine
+answers, else buildah when installed) and say up front what is missing and how to get it.
+
+Why the buildah options: buildah 1.28 spells "never pull" ``--pull-never`` (BentoML's
+``--opt pull=never`` becomes ``--pull never``, which it rejects, and BentoML's ``--verbose`` adds
+``--progress plain``, which it does not know); a Bento on a local base image (``localhost/...``,
+see ``MODELDEPLOY_BASE_IMAGE`` in package.py) must never be pulled. Build steps use the host's
+network and the host's CA bundle (pip and uv may reach PyPI through a TLS proxy whose CA only the
+host trusts); ``--layers`` lets Bentos that differ only in their model share the big venv layer.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -127,14 +136,62 @@ def docker_status(timeout: float = 15.0) -> DockerStatus:
     return DockerStatus(True)
 
 
-def containerize(bento_tag: str, image_tag: str | None = None, extra_args: list[str] | None = None) -> int:
+BACKENDS = ("auto", "docker", "buildah")
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def choose_backend(backend: str = "auto") -> str:
+    """``docker`` or ``buildah`` for ``backend`` (``auto``: Docker if an engine answers, else buildah)."""
+    if backend not in BACKENDS:
+        raise DeployError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "buildah":
+        if shutil.which("buildah") is None:
+            raise DeployError("--backend buildah: no `buildah` command on PATH (Debian: `apt-get install -y buildah`)")
+        return backend
     status = docker_status()
-    if not status.ok:
-        raise DeployError(f"cannot containerize {bento_tag}: {status.problem}. The Bento itself is ready; "
-                          f"run `bentoml containerize {bento_tag}` on a machine with a Docker engine and "
-                          "access to the base image's registry.")
-    cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag]
+    if status.ok:
+        return "docker"
+    if backend == "auto" and shutil.which("buildah") is not None:
+        return "buildah"
+    raise DeployError(f"{status.problem}; or install buildah (Debian: `apt-get install -y buildah`) and use "
+                      "`--backend buildah`")
+
+
+def bento_base_image(bento_tag: str) -> str | None:
+    """The base image a built Bento's Dockerfile starts from (None if it cannot be read)."""
+    try:
+        import bentoml
+
+        image = getattr(bentoml.bentos.get(bento_tag).info, "image", None)
+    except Exception:
+        return None
+    base = getattr(image, "base_image", None)
+    return str(base) if base else None
+
+
+def buildah_options(base_image: str | None) -> list[str]:
+    """``bentoml containerize --backend buildah`` options that work with buildah 1.28 (see the docstring)."""
+    opts = ["--opt", "network=host", "--opt", "layers"]
+    if base_image and base_image.startswith("localhost/"):
+        opts += ["--opt", "pull-never"]
+    if Path(CA_BUNDLE).is_file():
+        opts += ["--opt", f"volume={CA_BUNDLE}:{CA_BUNDLE}:ro"]
+    return opts
+
+
+def containerize(bento_tag: str, image_tag: str | None = None, extra_args: list[str] | None = None,
+                 backend: str = "auto") -> int:
+    """``bentoml containerize`` the Bento with Docker or buildah; returns the exit code."""
+    try:
+        chosen = choose_backend(backend)
+    except DeployError as exc:
+        raise DeployError(f"cannot containerize {bento_tag}: {exc}. The Bento itself is ready; run "
+                          f"`bentoml containerize {bento_tag}` on a machine with a Docker engine or buildah "
+                          "and access to the base image's registry.") from None
+    cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", chosen]
     if image_tag:
         cmd += ["-t", image_tag]
+    if chosen == "buildah":
+        cmd += buildah_options(bento_base_image(bento_tag))
     cmd += extra_args or []
     return subprocess.call(cmd)

@@ -8,6 +8,13 @@ background and exports must travel together. The Bento refers to its model throu
 The build context is generated (the service package's ``.py`` files plus this build's options)
 and ``lock_packages`` is off: ``bentoml build`` must not touch the network. Requirements are the
 versions installed here, pinned, so ``bentoml containerize`` reproduces this environment.
+
+Why a base image can be given (``base_image=`` or ``MODELDEPLOY_BASE_IMAGE``): where no container
+registry is reachable the image is built on a local base (hack/images.py builds a Debian bookworm
+one with Python 3.11, ``localhost/modeldeploy/base:...``). Its Python must be the version the Bento
+asks for (this interpreter's), so ``uv venv`` uses it instead of downloading one. On such a base we
+also drop the apt step BentoML adds to every Debian image (build-essential, git, gnupg2: ~120 MB
+and a Debian mirror at build time): every requirement here installs from a wheel.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SERVICE = "modeldeploy_model.service:ModelService"
+ENV_BASE_IMAGE = "MODELDEPLOY_BASE_IMAGE"
+# The command BentoML 1.4 puts first in ``image.commands`` of every Debian-based Bento.
+BENTOML_APT_STEP = "apt-get update && apt-get install"
 
 
 class PackageError(Exception):
@@ -113,8 +123,8 @@ def save_model(artifact_dir: Path, name: str = config.DEFAULT_MODEL_NAME) -> str
     return tag
 
 
-def build_options(model_tag: str, card: dict[str, Any], name: str) -> dict[str, Any]:
-    return {
+def build_options(model_tag: str, card: dict[str, Any], name: str, base_image: str | None = None) -> dict[str, Any]:
+    opts = {
         "service": SERVICE,
         "name": name,
         "labels": bento_labels(card),
@@ -123,9 +133,27 @@ def build_options(model_tag: str, card: dict[str, Any], name: str) -> dict[str, 
         "models": [{"tag": model_tag, "alias": config.BENTO_MODEL_ALIAS}],
         "python": {"packages": requirements(card), "lock_packages": False},
     }
+    if base_image:
+        opts["docker"] = {"base_image": base_image}
+    return opts
 
 
-def build_bento(model_tag: str, card: dict[str, Any], name: str, keep_ctx: Path | None = None) -> tuple[Any, Path]:
+def drop_apt_step(bento_path: Path) -> bool:
+    """Remove BentoML's default apt step from a built Bento's image commands; True if it was there."""
+    manifest = Path(bento_path) / "bento.yaml"
+    info = yaml.safe_load(manifest.read_text())
+    image = info.get("image") or {}
+    commands = image.get("commands") or []
+    kept = [c for c in commands if not (c.startswith(BENTOML_APT_STEP) and "build-essential" in c)]
+    if kept == commands:
+        return False
+    image["commands"] = kept
+    manifest.write_text(yaml.safe_dump(info, sort_keys=False))
+    return True
+
+
+def build_bento(model_tag: str, card: dict[str, Any], name: str, keep_ctx: Path | None = None,
+                base_image: str | None = None) -> tuple[Any, Path]:
     """Generate a build context with the service code and run ``bentoml build`` on it."""
     import bentoml
 
@@ -135,7 +163,7 @@ def build_bento(model_tag: str, card: dict[str, Any], name: str, keep_ctx: Path 
         pkg.mkdir()
         for f in PACKAGE_DIR.glob("*.py"):
             shutil.copy2(f, pkg / f.name)
-        opts = build_options(model_tag, card, name)
+        opts = build_options(model_tag, card, name, base_image)
         (ctx / "bentofile.yaml").write_text(yaml.safe_dump(opts, sort_keys=False))
         bento = bentoml.bentos.build(
             SERVICE,
@@ -145,8 +173,11 @@ def build_bento(model_tag: str, card: dict[str, Any], name: str, keep_ctx: Path 
             include=opts["include"],
             models=opts["models"],
             python=opts["python"],
+            docker=opts.get("docker"),
             build_ctx=str(ctx),
         )
+        if base_image:
+            drop_apt_step(Path(bento.path))
         bentofile = ctx / "bentofile.yaml"
         if keep_ctx is not None:
             keep_ctx.parent.mkdir(parents=True, exist_ok=True)
@@ -157,12 +188,17 @@ def build_bento(model_tag: str, card: dict[str, Any], name: str, keep_ctx: Path 
         shutil.rmtree(ctx, ignore_errors=True)
 
 
-def package(artifact_dir: Path, name: str = config.DEFAULT_MODEL_NAME, build: bool = True) -> PackageResult:
-    """Save the artifact as a BentoML model and (unless ``build=False``) build a Bento around it."""
+def package(artifact_dir: Path, name: str = config.DEFAULT_MODEL_NAME, build: bool = True,
+            base_image: str | None = None) -> PackageResult:
+    """Save the artifact as a BentoML model and (unless ``build=False``) build a Bento around it.
+
+    ``base_image`` (default: ``$MODELDEPLOY_BASE_IMAGE``) replaces BentoML's default base image.
+    """
     card = runtime.load_card(artifact_dir)
     tag = save_model(artifact_dir, name)
     if not build:
         return PackageResult(tag, None, None, bento_labels(card), None)
+    base_image = base_image or os.environ.get(ENV_BASE_IMAGE) or None
     keep = Path(artifact_dir).parent / "bentofile.yaml"
-    bento, bentofile = build_bento(tag, card, name, keep_ctx=keep)
+    bento, bentofile = build_bento(tag, card, name, keep_ctx=keep, base_image=base_image)
     return PackageResult(tag, str(bento.tag), str(bento.path), bento_labels(card), str(bentofile))

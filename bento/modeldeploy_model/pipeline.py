@@ -298,6 +298,7 @@ class PipelineConfig:
     package: bool = True
     build: bool = True
     name: str = config.DEFAULT_MODEL_NAME
+    base_image: str | None = None  # the Bento image's base (package.package; default $MODELDEPLOY_BASE_IMAGE)
 
 
 @dataclass
@@ -322,6 +323,6 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
     if cfg.package:
         from modeldeploy_model.package import package
 
-        pk = package(cfg.workdir / "artifact", name=cfg.name, build=cfg.build)
+        pk = package(cfg.workdir / "artifact", name=cfg.name, build=cfg.build, base_image=cfg.base_image)
         record(cfg.workdir, "package", pk.to_dict())
     return PipelineResult(d, t, e, x, ex, pk, cfg.workdir / "artifact")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from modeldeploy.cli import main
+from modeldeploy_model import deploy
 from modeldeploy_model import package as pkg
 from modeldeploy_model.deploy import DeployError, ManifestOptions, build_manifest, docker_status
 
@@ -118,12 +119,40 @@ def test_manifest_rejects_nonsense():
         build_manifest(ManifestOptions(name="a", image="i", bento="a:b", interval="soon"))
 
 
-def test_containerize_says_what_is_missing(tmp_path, capsys):
+def test_containerize_says_what_is_missing(tmp_path, capsys, monkeypatch):
     if docker_status().ok:
         pytest.skip("a Docker engine is running here; containerize would really build")
-    assert main(["containerize", "--bento", "room_price:abc"]) == 1
+    assert main(["containerize", "--bento", "room_price:abc", "--backend", "docker"]) == 1
     err = capsys.readouterr().err
     assert "cannot containerize room_price:abc" in err and ("dockerd" in err or "docker.io" in err)
+    # auto: neither a Docker engine nor buildah -> one line naming both ways out
+    monkeypatch.setattr(deploy.shutil, "which", lambda _name: None)
+    assert main(["containerize", "--bento", "room_price:abc"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot containerize room_price:abc" in err and "buildah" in err and "Traceback" not in err
+    assert main(["containerize", "--bento", "room_price:abc", "--backend", "buildah"]) == 1
+    assert "no `buildah` command" in capsys.readouterr().err
+
+
+def test_buildah_options_for_a_local_base():
+    local = deploy.buildah_options("localhost/modeldeploy/base:bookworm-py311-abc")
+    assert "pull-never" in local and "network=host" in local and "layers" in local
+    assert "--verbose" not in local and not any(o.startswith("pull=") for o in local)
+    assert "pull-never" not in deploy.buildah_options("python:3.11-slim")
+
+
+def test_base_image_and_no_apt_step(tmp_path, monkeypatch):
+    card = {"name": "room_price"}
+    assert "docker" not in pkg.build_options("room_price:abc", card, "room_price")
+    opts = pkg.build_options("room_price:abc", card, "room_price", base_image="localhost/b:1")
+    assert opts["docker"] == {"base_image": "localhost/b:1"}
+    apt = ("apt-get update && apt-get install -q -y --no-install-recommends --allow-remove-essential "
+           "ca-certificates gnupg2 bash build-essential git")
+    (tmp_path / "bento.yaml").write_text(yaml.safe_dump(
+        {"name": "room_price", "image": {"base_image": "localhost/b:1", "commands": [apt, "echo mine"]}}))
+    assert pkg.drop_apt_step(tmp_path) is True
+    assert yaml.safe_load((tmp_path / "bento.yaml").read_text())["image"]["commands"] == ["echo mine"]
+    assert pkg.drop_apt_step(tmp_path) is False
 
 
 def test_reference_bentofile_matches_generated_options():
