@@ -152,6 +152,8 @@ class Store:
 
     The graph root is under the cache; the run root holds only locks and state and lives under
     /run. ``CONTAINERS_STORAGE_CONF`` points every subprocess at the storage.conf written here.
+    The one thing buildah 1.28 still writes outside it as root is its blob-info cache
+    (/var/lib/containers/cache, a small digest map; no flag moves it).
     """
 
     root: Path
@@ -214,7 +216,11 @@ class Store:
         archive.parent.mkdir(parents=True, exist_ok=True)
         tmp = archive.with_name(archive.name + ".tmp")
         tmp.unlink(missing_ok=True)
-        self.buildah("push", "--quiet", image, f"docker-archive:{tmp}:{name}")
+        # By ID: pushing by name would add buildah's own name (localhost/...) to the archive's RepoTags.
+        image_id = self.image_id(image)
+        if image_id is None:
+            raise ImageError(f"no image {image} in the buildah store {self.root}")
+        self.buildah("push", "--quiet", image_id, f"docker-archive:{tmp}:{name}")
         tmp.rename(archive)
         return archive
 
@@ -407,8 +413,9 @@ def _operator(tag: str = OPERATOR_TAG) -> Built:
         return Built(tag, archive, time.monotonic() - t0, True)
     log(f"buildah bud operator/Dockerfile -> {tag} (log {LOGS / 'operator.log'})")
     try:
-        STORE.buildah("bud", "--file", "operator/Dockerfile", "--build-arg", f"PYTHON_IMAGE={base}", "--pull-never",
-                      "--network", "host", "--layers", "--volume", CA_VOLUME, "--tag", tag, str(REPO))
+        _run(["buildah", "bud", "--file", "operator/Dockerfile", "--build-arg", f"PYTHON_IMAGE={base}",
+              "--pull-never", "--network", "host", "--layers", "--volume", CA_VOLUME, "--tag", tag, str(REPO)],
+             env=STORE.env(), cwd=REPO, logfile=LOGS / "operator.log")
     except ImageError:
         STORE.cleanup()
         raise
