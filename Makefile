@@ -6,16 +6,17 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup test test-unit lint typecheck cluster-up cluster-down cluster-status \
-        demo bench-operator bench-serving bench-canary chart-lint crd image clean
+        demo bench-operator bench-serving bench-canary chart-lint crd image images test-e2e clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
 
 setup: ## install everything: Debian packages, .venv, control-plane binaries (idempotent)
 	@hack/setup.sh
 
-test: setup ## setup, then lint, typecheck and the whole test suite (all tiers)
+test: setup ## setup, then lint, typecheck, the images (cached) and the whole test suite (all tiers)
 	$(MAKE) --no-print-directory lint typecheck
+	$(PY) hack/images.py build all
 	$(PY) -m pytest -q
 
 test-unit: ## fast tests only (no servers)
@@ -27,16 +28,16 @@ lint: ## ruff
 typecheck: ## mypy
 	$(VENV)/bin/mypy
 
-cluster-up: setup ## start the local control plane (etcd, apiserver, controller-manager, scheduler, kwok)
+cluster-up: setup ## start the local cluster: control plane, a real node (containerd, kubelet, kube-proxy; root) and kwok
 	@$(PY) hack/localcluster.py up
 
-cluster-down: ## stop every process cluster-up started
+cluster-down: ## stop what cluster-up started; remove the pod bridge, iptables chains, mounts, cgroups; restore sysctls
 	@$(PY) hack/localcluster.py down
 
-cluster-status: ## show the local control plane's processes and health
+cluster-status: ## show the local cluster's processes and the health of both nodes
 	@$(PY) hack/localcluster.py status
 
-demo: setup ## the main job: cluster, operator, v1 Ready, faulty v2 rolled back, v3 promoted (KEEP=1 leaves it up)
+demo: setup ## the main job on a real node: images built, operator by Helm, v1 Ready, faulty v2 rolled back, v3 promoted (KEEP=1 leaves it up)
 	@$(PY) hack/demo.py
 
 bench-serving: setup ## benchmark: served model throughput/latency vs another model server
@@ -56,8 +57,14 @@ crd: ## regenerate crds/ from operator/modeldeploy/api.py, then the chart/kustom
 	$(PY) -m modeldeploy.crd > crds/modeldeploy.io_modeldeployments.yaml
 	hack/sync-chart-crd.sh
 
-image: ## build the operator image (needs a Docker engine)
-	docker build -f operator/Dockerfile -t modeldeploy/operator:0.1.0 .
+image: setup ## build the operator image from operator/Dockerfile with buildah (no daemon, no registry; cached)
+	@$(PY) hack/images.py build operator
+
+images: setup ## build every image the node runs: pause, base, operator, model v1..v3 (cached by their inputs)
+	@$(PY) hack/images.py build all
+
+test-e2e: setup ## the real-node tier only: images on a kubelet, operator installed by Helm, real traffic
+	$(PY) -m pytest -q tests/e2e
 
 clean: cluster-down ## remove local state (not the venv or the binary cache)
 	rm -rf .local

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source ./versions.env
 
-BIN="${MODELDEPLOY_BIN:-$HOME/.cache/modeldeploy/bin/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VERSION}}"
+BIN="${MODELDEPLOY_BIN:-$HOME/.cache/modeldeploy/bin/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VERSION}-crictl-${CRICTL_VERSION}}"
 mkdir -p "$BIN"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 # Keep parallelism modest: 2 cores and the linker of kube-apiserver is memory hungry.
@@ -23,7 +23,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitCommit=0000000000000000000000000000000000000000 -X $pkg.gitTreeState=clean -X $pkg.buildDate=${build_date}"
 done
 
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+# kubelet and kube-proxy run the real local node (hack/localnode.py) beside the control plane.
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   if [[ ! -x "$BIN/$c" ]]; then
     log "building $c ${K8S_VERSION} (cold: several minutes)"
     (cd k8s && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$k8s_ldflags" -o "$BIN/$c.tmp" "./cmd/$c")
@@ -41,6 +42,13 @@ if [[ ! -x "$BIN/kwok" ]]; then
   log "building kwok ${KWOK_VERSION}"
   GOBIN="$BIN/.kwok" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
   mv "$BIN/.kwok/kwok" "$BIN/kwok"; rmdir "$BIN/.kwok"
+fi
+
+if [[ ! -x "$BIN/crictl" ]]; then
+  # Not packaged in Debian 12; the node's teardown removes pods through the CRI with it.
+  log "building crictl ${CRICTL_VERSION}"
+  GOBIN="$BIN/.crictl" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}"
+  mv "$BIN/.crictl/crictl" "$BIN/crictl"; rmdir "$BIN/.crictl"
 fi
 
 if [[ ! -x "$BIN/helm" ]]; then

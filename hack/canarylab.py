@@ -87,6 +87,71 @@ class LoadGenerator:
             t.join(timeout=10)
 
 
+@dataclass
+class ServiceLoad:
+    """/predict requests to one URL (a model's Service), tallied by the version that answered.
+
+    Unlike LoadGenerator it knows nothing of the operator: which pod answers is kube-proxy's choice
+    among the Service's ready endpoints, and each response names its model version
+    (`x-model-version`), so the observed split can be set beside the weight the operator reports.
+    Every request opens a new connection (kube-proxy balances connections, not requests).
+    Bounded in time and count; stops by itself.
+    """
+
+    url: str
+    rate_per_second: float = 40.0
+    max_seconds: float = 240.0
+    max_requests: int = 20000
+    # (time.monotonic(), version or "-" when nothing answered, HTTP status or 0 for a transport error)
+    records: list[tuple[float, str, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, workers: int = 4) -> ServiceLoad:
+        self._threads = [threading.Thread(target=self._run, args=(workers,), daemon=True) for _ in range(workers)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _run(self, workers: int) -> None:
+        interval = workers / self.rate_per_second
+        deadline = time.monotonic() + self.max_seconds
+        with httpx.Client(timeout=5.0, headers={"Connection": "close"}) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline and len(self.records) < self.max_requests:
+                try:
+                    r = client.post(self.url + "/predict", json=ROW)
+                    rec = (time.monotonic(), r.headers.get("x-model-version", "-"), r.status_code)
+                except httpx.HTTPError:
+                    rec = (time.monotonic(), "-", 0)
+                self.records.append(rec)  # list.append is atomic under the GIL
+                self._stop.wait(interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def window(self, since: float = 0.0, until: float = float("inf")) -> list[tuple[float, str, int]]:
+        return [r for r in list(self.records) if since <= r[0] < until]
+
+    def by_version(self, since: float = 0.0, until: float = float("inf")) -> dict[str, dict[str, int]]:
+        """{version: {"ok": n, "failed": n}} for the requests answered in [since, until)."""
+        out: dict[str, dict[str, int]] = {}
+        for _, version, code in self.window(since, until):
+            row = out.setdefault(version, {"ok": 0, "failed": 0})
+            row["ok" if 0 < code < 500 else "failed"] += 1
+        return out
+
+    def share(self, version: str, since: float = 0.0, until: float = float("inf")) -> float | None:
+        """Percent of the window's answers that came from `version` (None for an empty window)."""
+        recs = self.window(since, until)
+        return 100.0 * sum(1 for r in recs if r[1] == version) / len(recs) if recs else None
+
+    def failures(self, since: float = 0.0, until: float = float("inf")) -> dict[str, int]:
+        """Failed requests per version ("-": no answer at all: refused, reset, timed out)."""
+        return {v: c["failed"] for v, c in self.by_version(since, until).items() if c["failed"]}
+
+
 def new_namespace(core: Any, name: str, timeout: float = 30.0) -> str:
     """Create a namespace and wait for its default ServiceAccount (pods are rejected before it exists)."""
     from kubernetes import client

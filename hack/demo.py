@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""`make demo`: the whole product on one machine, every component real.
+"""`make demo`: the whole product on one machine, every component real, pods included.
 
-1. a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) and the CRD;
-2. the operator; a ModelDeployment (v1, autoscaled) reaching Ready with its children;
-3. real BentoML servers standing in for the stable and canary pods (kwok pods run no
-   containers), a real Prometheus scraping them with the track labels, and a load generator
-   splitting traffic in the weight the operator sets;
-4. v2 with 30 % injected 5xx goes canary and is rolled back automatically;
-5. v3, healthy, goes canary and is promoted through every step.
+1. a local cluster: control plane and a real node (containerd, kubelet, kube-proxy on a pod bridge);
+2. the images, built here without a registry (hack/images.py, cached): the operator and three
+   model versions packaged as Bentos, imported into the node's containerd;
+3. the operator installed by its Helm chart; Prometheus discovering the model pods through the API
+   server with manifests/monitoring's scrape configuration;
+4. a ModelDeployment (v1) in a namespace enforcing Pod Security "restricted": Running pods, one
+   `curl` through its Service;
+5. load through the Service (40 req/s; the client never reads the operator's status): v2, which
+   fails 30 % of its requests, goes canary and is rolled back; v3 is promoted step by step, each
+   step's observed v3 share printed beside the weight the operator reports.
 
-Everything started is stopped at the end (KEEP=1 leaves the cluster and operator running).
+Everything started is stopped at the end (KEEP=1 leaves the cluster, operator and Prometheus up).
 """
 
 from __future__ import annotations
@@ -27,21 +30,24 @@ HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 sys.path.insert(0, str(HACK))
 
-from canarylab import LoadGenerator, targets  # noqa: E402
-from localcluster import LocalCluster, free_port, wait_until  # noqa: E402
-from localoperator import OperatorProcess  # noqa: E402
-from localprom import PrometheusServer  # noqa: E402
+from canarylab import ServiceLoad  # noqa: E402
+from localcluster import LocalCluster, wait_until  # noqa: E402
+from localnet import NODE_IP  # noqa: E402
+from localnode import real_pods_namespace_metadata  # noqa: E402
+from localoperator import InClusterOperator  # noqa: E402
+from localprom import PrometheusServer, kubernetes_scrape_configs  # noqa: E402
 
 BOLD, DIM, RED, GREEN, RESET = "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m"
-NAME = "room-price"
+NAME, NS = "room-price", "demo"
+SCRAPE_CONFIG = REPO / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
 
 
 def say(text: str) -> None:
     print(f"\n{BOLD}==> {text}{RESET}", flush=True)
 
 
-def kubectl(*args: str, check: bool = True) -> str:
-    out = subprocess.run(["kubectl", *args], capture_output=True, text=True)
+def kubectl(*args: str, check: bool = True, stdin: str | None = None) -> str:
+    out = subprocess.run(["kubectl", *args], capture_output=True, text=True, input=stdin)
     if check and out.returncode != 0:
         raise SystemExit(f"kubectl {' '.join(args)} failed: {out.stderr}")
     return out.stdout
@@ -52,18 +58,34 @@ def show(*args: str) -> None:
 
 
 def get_md() -> dict[str, Any]:
-    return json.loads(kubectl("get", "mdep", NAME, "-o", "json"))  # type: ignore[no-any-return]
+    return json.loads(kubectl("get", "mdep", NAME, "-n", NS, "-o", "json"))  # type: ignore[no-any-return]
 
 
-def follow(until: Any, timeout: float) -> dict[str, Any]:
-    """Print a line whenever phase, step, weight or the newest analysis changes; stop when `until(status)`."""
+def model(version: str, fault_rate: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"image": f"localhost/modeldeploy/room-price:{version}", "bento": f"room_price:{version}",
+                            "resources": {"requests": {"cpu": "50m", "memory": "160Mi"}, "limits": {"memory": "1Gi"}}}
+    if fault_rate:
+        spec["env"] = [{"name": "MODELDEPLOY_FAULT_ERROR_RATE", "value": fault_rate}]
+    return spec
+
+
+def follow(until: Any, timeout: float, load: ServiceLoad, canary_version: str) -> dict[str, Any]:
+    """A line per change of phase, step, weight or newest analysis; at each weight change, the share
+    of answers the canary's version gave while the previous weight held. Stops when `until(status)`."""
     deadline = time.monotonic() + timeout
-    last = None
-    t0 = time.monotonic()
+    t0 = last_change = time.monotonic()
+    last: tuple[Any, ...] | None = None
+    weight = 0
     while time.monotonic() < deadline:
         st = get_md().get("status", {})
+        now = time.monotonic()
+        new_weight = int(st.get("canaryWeight", 0))
+        if new_weight != weight:
+            if weight:
+                report_share(load, canary_version, weight, last_change, now)
+            weight, last_change = new_weight, now
         a = (st.get("lastAnalysis") or [{}])[0]
-        key = (st.get("phase"), st.get("currentStep"), st.get("canaryWeight"), a.get("time"), a.get("metric"))
+        key = (st.get("phase"), st.get("currentStep"), new_weight, a.get("time"), a.get("metric"))
         if key != last:
             last = key
             ana = ""
@@ -71,123 +93,152 @@ def follow(until: Any, timeout: float) -> dict[str, Any]:
                 value = "-" if a.get("value") is None else f"{a['value']:.3g}"
                 colour = RED if a.get("verdict") in ("Fail", "Error") else GREEN if a.get("verdict") == "Pass" else ""
                 ana = f"  last analysis: {a.get('metric')}={value} {colour}{a.get('verdict')}{RESET}"
-            print(f"  {time.monotonic() - t0:5.1f}s  {st.get('phase', ''):<11} step {st.get('currentStep', 0)}  "
-                  f"canary weight {st.get('canaryWeight', 0):>3}%{ana}", flush=True)
+            print(f"  {now - t0:5.1f}s  {st.get('phase', ''):<11} step {st.get('currentStep', 0)}  "
+                  f"canary weight {new_weight:>3}%{ana}", flush=True)
         if until(st):
+            if weight:
+                report_share(load, canary_version, weight, last_change, now)
             return st
         time.sleep(0.3)
     raise SystemExit("timed out following the rollout")
+
+
+def report_share(load: ServiceLoad, version: str, weight: int, since: float, until: float) -> None:
+    window = load.window(since + 1.0, until)  # 1 s for kube-proxy to program the new endpoints
+    if len(window) < 20:
+        return
+    share = load.share(version, since + 1.0, until) or 0.0
+    print(f"  {DIM}         reported weight {weight:>3}%  ->  observed share of the canary's answers "
+          f"{share:5.1f}% ({len(window)} requests){RESET}", flush=True)
 
 
 def main() -> int:
     keep = os.environ.get("KEEP") == "1"
     work = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
     cluster = LocalCluster()
-    operator: OperatorProcess | None = None
-    servers: list[Any] = []
+    operator: InClusterOperator | None = None
     prom: PrometheusServer | None = None
-    load: LoadGenerator | None = None
+    load: ServiceLoad | None = None
     ok = False
     try:
-        say("1. local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok (127.0.0.1 only)")
+        say("1. local cluster: control plane + a real node (containerd, kubelet, kube-proxy on the pod bridge)")
         secs = cluster.up()
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        print(f"node Ready after {secs:.1f}s" if secs else "reusing the running cluster")
-        show("get", "nodes")
-        say("2. install the ModelDeployment CRD")
+        print(f"nodes Ready after {secs:.1f}s" if secs else "reusing the running cluster")
+        show("get", "nodes", "-o", "wide")
+
+        say("2. images, built here without a registry (cached by their inputs) and imported into containerd")
+        from images import OPERATOR_TAG, model_version, operator_image, test_model_image
+
+        node = cluster.real_node()
+        versions = {}
+        for label, build in [("operator", operator_image)] + [
+                (f"room-price:v{i}", lambda i=i: test_model_image(i)) for i in (1, 2, 3)]:
+            t0 = time.monotonic()
+            archive = build()
+            t1 = time.monotonic()
+            names = node.import_image(archive)
+            print(f"  {label:<16} built/cached {t1 - t0:5.1f}s, imported {time.monotonic() - t1:4.1f}s  "
+                  f"{DIM}{', '.join(names)}{RESET}")
+            if label.startswith("room-price"):
+                versions[label[-2:]] = model_version(archive) or "?"
+
+        say("3. the operator, installed by its Helm chart (own image, ServiceAccount, RBAC)")
         cluster.install_crd(REPO / "crds", "modeldeployments.modeldeploy.io")
-        show("get", "crd", "modeldeployments.modeldeploy.io")
+        operator = InClusterOperator(str(cluster.kubeconfig), OPERATOR_TAG, resync_seconds=10).start()
+        show("get", "pods", "-n", operator.NAMESPACE, "-o", "wide")
 
-        say(f"3. start the operator (log: {work / 'operator.log'})")
-        operator = OperatorProcess(str(cluster.kubeconfig), work / "operator.log", resync_seconds=10,
-                                   extra_env={"MODELDEPLOY_LOG_FORMAT": "plain"}).start()
-        print(f"operator ready; its metrics: {operator.url}/metrics")
-
-        say("4. real model servers: train three small model versions and serve them with `bentoml serve`")
-        from modeldeploy_model.testing import build_test_artifact, serve_subprocess
-
-        arts = {v: build_test_artifact(work / v, version_seed=i) for i, v in enumerate(("v1", "v2", "v3"), 1)}
-        for v, env_ in (("v1", {}), ("v2", {"MODELDEPLOY_FAULT_ERROR_RATE": "0.3"}), ("v3", {})):
-            servers.append(serve_subprocess(arts[v], port=free_port(), env=env_, log_path=work / f"{v}.log"))
-            print(f"  {v}: {servers[-1].url}" + ("  (30% of /predict answer 500: injected fault)" if env_ else ""))
-        stable_srv, faulty_srv, good_srv = servers
-        ns = "default"
-        prom = PrometheusServer(targets(ns, NAME, stable_srv.url, faulty_srv.url), scrape_interval="1s",
-                                workdir=work / "prom")
+        jobs = kubernetes_scrape_configs(SCRAPE_CONFIG, cluster.server, cluster.state_dir / "pki", "1s")
         (work / "prom").mkdir()
-        prom.start()
-        print(f"  Prometheus {prom.url} scrapes them as track=stable (v1) and track=canary")
+        prom = PrometheusServer([], scrape_interval="1s", workdir=work / "prom", host=NODE_IP,
+                                extra_jobs=jobs).start()
+        print(f"  Prometheus {prom.url}: kubernetes_sd_configs (role pod) with {SCRAPE_CONFIG.relative_to(REPO)}")
 
-        say("5. v1: apply a ModelDeployment (autoscaled, canary steps 20/50/80 every 5s, Prometheus analysis)")
+        say(f"4. v1: a ModelDeployment in namespace {NS} (Pod Security 'restricted' enforced)")
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, **real_pods_namespace_metadata()}}
+        kubectl("apply", "-f", "-", stdin=json.dumps(ns))
+        wait_until(lambda: kubectl("get", "sa", "default", "-n", NS, check=False), 30, "default ServiceAccount")
         manifest = {
-            "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": NAME},
+            "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": NAME, "namespace": NS},
             "spec": {
-                "model": {"image": "registry.example/room-price:v1", "bento": "room_price:v1"},
-                "autoscaling": {"minReplicas": 2, "maxReplicas": 6},
-                "rollout": {"strategy": "Canary", "canary": {"steps": [20, 50, 80], "interval": "5s"},
+                "model": model("v1"),
+                "autoscaling": {"minReplicas": 2, "maxReplicas": 4},
+                "rollout": {"strategy": "Canary", "canary": {"steps": [20, 50, 80], "interval": "10s"},
                             "analysis": {"prometheus": {"address": prom.url}, "minRequests": 10, "failureLimit": 1,
                                          "metrics": [{"name": "error-rate", "max": 0.05},
                                                      {"name": "latency-p99", "max": 0.5}]}},
             },
         }
         (work / "mdep.yaml").write_text(json.dumps(manifest, indent=2))
+        t0 = time.monotonic()
         show("apply", "-f", str(work / "mdep.yaml"))
-        wait_until(lambda: get_md().get("status", {}).get("phase") == "Healthy", 120, "v1 Healthy")
-        show("get", "mdep,deploy,svc,hpa,pods")
-        wait_until(prom.targets_up, 30, "Prometheus scraping both servers")
+        wait_until(lambda: get_md().get("status", {}).get("phase") == "Healthy", 240, "v1 Healthy")
+        print(f"  {GREEN}Healthy {time.monotonic() - t0:.1f}s after kubectl apply{RESET}")
+        show("get", "mdep,deploy,svc,hpa", "-n", NS)
+        show("get", "pods", "-n", NS, "-o", "wide")
+        show("get", "pods", "-n", NS, "-o",
+             "custom-columns=POD:.metadata.name,CONTAINER-ID:.status.containerStatuses[0].containerID,"
+             "IMAGE:.status.containerStatuses[0].image,UID:.spec.securityContext.runAsUser")
+        svc = json.loads(kubectl("get", "svc", NAME, "-n", NS, "-o", "json"))
+        url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+        cmd = ["curl", "-sS", "-i", "-X", "POST", f"{url}/predict", "-H", "content-type: application/json",
+               "-d", '{"rows": [[62.0, 3.0, 1.0]]}']
+        print(f"  $ {' '.join(c if ' ' not in c and '{' not in c else repr(c) for c in cmd)}")
+        wait_until(lambda: subprocess.run(cmd, capture_output=True).returncode == 0, 30, "the Service answering")
+        print("  " + subprocess.run(cmd, capture_output=True, text=True).stdout.replace("\n", "\n  "))
 
-        def weight() -> int:
-            return int(get_md().get("status", {}).get("canaryWeight", 0))
+        load = ServiceLoad(url, rate_per_second=40, max_seconds=400).start()
+        print(f"  load: 40 req/s to {url}/predict, a new connection each (kube-proxy picks the pod)")
 
-        load = LoadGenerator(stable_srv.url, faulty_srv.url, weight=weight, rate_per_second=40,
-                             max_seconds=240).start()
-        print("  load generator: 40 req/s, split by .status.canaryWeight")
-
-        say("6. v2 (faulty): the canary gets traffic, analysis sees the errors, the operator rolls back")
+        say("5. v2 (30 % of its answers are 500s): canary, analysis sees the errors, rollback")
         t0 = time.monotonic()
-        kubectl("patch", "mdep", NAME, "--type=merge", "-p",
-                json.dumps({"spec": {"model": {"image": "registry.example/room-price:v2", "bento": "room_price:v2"}}}))
-        st = follow(lambda s: s.get("phase") in ("RolledBack", "Failed"), 120)
+        patch = json.dumps({"spec": {"model": model("v2", "0.3")}})
+        kubectl("patch", "mdep", NAME, "-n", NS, "--type=merge", "-p", patch)
+        st = follow(lambda s: s.get("phase") in ("RolledBack", "Failed"), 240, load, versions["v2"])
         print(f"{RED}  rolled back {time.monotonic() - t0:.1f}s after v2 was applied:{RESET} {st.get('message')}")
-        subprocess.run([sys.executable, "-m", "modeldeploy.cli", "status", NAME], check=False)
+        subprocess.run([sys.executable, "-m", "modeldeploy.cli", "status", NAME, "-n", NS], check=False)
 
-        say("7. v3 (healthy): promoted step by step")
-        load.canary_url = good_srv.url
-        prom.targets = targets(ns, NAME, stable_srv.url, good_srv.url)
-        prom.reload()
+        say("6. v3 (healthy): promoted step by step")
         t0 = time.monotonic()
-        kubectl("patch", "mdep", NAME, "--type=merge", "-p",
-                json.dumps({"spec": {"model": {"image": "registry.example/room-price:v3", "bento": "room_price:v3"}}}))
+        t_v3 = time.monotonic()
+        kubectl("patch", "mdep", NAME, "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"model": model("v3")}}))
         st = follow(lambda s: s.get("phase") == "Healthy" and (s.get("stable") or {}).get("bento") == "room_price:v3",
-                    150)
+                    300, load, versions["v3"])
         print(f"{GREEN}  promoted {time.monotonic() - t0:.1f}s after v3 was applied{RESET}")
-        subprocess.run([sys.executable, "-m", "modeldeploy.cli", "status", NAME], check=False)
-        show("get", "mdep,deploy,hpa")
+        subprocess.run([sys.executable, "-m", "modeldeploy.cli", "status", NAME, "-n", NS], check=False)
+        wait_until(lambda: "v1" not in kubectl("get", "pods", "-n", NS, "-o", "jsonpath={..image}"), 120,
+                   "old pods gone")
+        show("get", "pods", "-n", NS, "-o", "wide")
 
-        say("8. what the operator recorded")
-        show("get", "events", "--field-selector", "involvedObject.kind=ModelDeployment", "--sort-by=.lastTimestamp",
-             "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message")
-        print(f"  requests sent: {load.sent}, 5xx seen: {load.errors}")
+        say("7. what the operator recorded, and what the client saw")
+        show("get", "events", "-n", NS, "--field-selector", "involvedObject.kind=ModelDeployment",
+             "--sort-by=.lastTimestamp", "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message")
+        names = {v: k for k, v in versions.items()}
+        for version, row in sorted(load.by_version().items(), key=lambda kv: names.get(kv[0], kv[0])):
+            print(f"  {names.get(version, 'no answer'):<10} answered {row['ok']:>5} ok, {row['failed']:>4} failed")
+        failed_v3 = load.failures(since=t_v3)
+        print(f"  failed requests from v3's apply to the end: {failed_v3 or 'none'}")
         ok = True
         return 0
     finally:
         if load is not None:
             load.stop()
-        for s in servers:
-            s.stop()
-        if prom is not None:
-            prom.stop()
         if keep and ok:
             say(f"left running: export KUBECONFIG={cluster.kubeconfig}")
-            pid = operator.proc.pid if operator and operator.proc else "-"
-            print(f"operator pid {pid}; stop with: kill {pid}; make cluster-down")
+            print(f"Prometheus {prom.url if prom else '-'} (pid {prom.proc.pid if prom and prom.proc else '-'}); "
+                  "stop: kill that pid, then make cluster-down")
         else:
             say("stopping everything the demo started")
+            if prom is not None:
+                prom.stop()
             if operator is not None:
                 operator.stop()
             cluster.down(quiet=True)
+            left = cluster.leftovers()
+            print(f"machine as it was: {left or 'yes'}")
             if not ok:
-                print(f"demo failed; logs in {work}", file=sys.stderr)
+                print(f"demo failed; logs in {work} and {cluster.logs}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""A real local Kubernetes control plane on 127.0.0.1, started and stopped by us.
+"""A real local Kubernetes cluster, started and stopped by us: control plane, a real node, kwok.
 
-Why this exists: modeldeploy's integration tests must run against the real thing (etcd,
+Why this exists: modeldeploy's tests and demo must run against the real thing (etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler built from the upstream Go modules by
-hack/build-binaries.sh) with kwok standing in for kubelets, so Deployments get ReplicaSets and
-Pods that reach Running/Ready without containers. Everything binds to loopback on free ports,
-TLS material is generated at start-up, and every process we start is recorded in a state file
-so `down` can stop exactly those.
+hack/build-binaries.sh). Two kinds of node serve two purposes:
+- a real node (hack/localnode.py: containerd, kubelet, kube-proxy on the pod bridge of
+  hack/localnet.py) runs the images we build, for namespaces that ask for it;
+- kwok's fake node makes every other pod Running/Ready without containers (control-plane tests,
+  scale benchmarks). `node=False` (`--no-node`) starts only that, all on loopback, without root.
+Listeners are on 127.0.0.1 or on the bridge address, on free ports; TLS material (hack/pki.py) is
+generated at start-up, and every process we start is recorded in a state file so `down` can stop
+exactly those and undo what the node changed on the machine.
 
 Used three ways: `make cluster-up|cluster-down|cluster-status` (this file as a script), the
 pytest session fixture (tests/conftest.py imports `LocalCluster`), and `make demo`.
@@ -33,6 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localnet import FAKE_POD_CIDR, NODE_IP, PodNetwork
+from localnode import NODE_NAME as REAL_NODE
+from localnode import RealNode, leftover_cgroups
+from pki import generate_control_plane, kubeconfig_text
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE = REPO / ".local" / "cluster"
 SERVICE_CIDR = "10.96.0.0/16"
@@ -57,57 +66,15 @@ def bin_dir() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def generate_pki(pki: Path) -> None:
-    """One CA, an API server serving cert, an admin client cert (system:masters), an SA key pair."""
-    pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "3650", "-subj", "/CN=modeldeploy-local-ca", cwd=pki)
-    sans = ("subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
-            "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local")
-    (pki / "server.ext").write_text(sans + "\nextendedKeyUsage=serverAuth\n")
-    (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, subj, ext in (
-        ("apiserver", "/CN=kube-apiserver", "server.ext"),
-        ("admin", "/O=system:masters/CN=modeldeploy-admin", "client.ext"),
-    ):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", subj, cwd=pki)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "3650", "-extfile", ext, cwd=pki)
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-
-
-def kubeconfig_text(server: str, pki: Path) -> str:
-    return f"""apiVersion: v1
-kind: Config
-clusters:
-- name: modeldeploy-local
-  cluster:
-    server: {server}
-    certificate-authority: {pki / 'ca.crt'}
-users:
-- name: admin
-  user:
-    client-certificate: {pki / 'admin.crt'}
-    client-key: {pki / 'admin.key'}
-contexts:
-- name: modeldeploy-local
-  context: {{cluster: modeldeploy-local, user: admin}}
-current-context: modeldeploy-local
-"""
-
-
 @dataclass
 class LocalCluster:
     """The control plane's processes and files; `state` holds the pids so another shell can stop them."""
 
     state_dir: Path = DEFAULT_STATE
     bins: Path | None = None
+    # A real node (containerd + kubelet + kube-proxy on the pod bridge, needs root) beside kwok's
+    # fake node; False keeps the kwok-only, all-loopback cluster (scale benchmarks).
+    node: bool = True
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -124,19 +91,33 @@ class LocalCluster:
         return self.state_dir / "logs"
 
     @property
+    def api_host(self) -> str:
+        """Loopback, or the bridge address when pods must reach the API server too."""
+        return NODE_IP if self.node else "127.0.0.1"
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.api_host}:{self.ports['apiserver']}"
+
+    @property
+    def network(self) -> PodNetwork:
+        return PodNetwork(self.state_dir)
+
+    def real_node(self, bins: Path | None = None) -> RealNode:
+        return RealNode(self.state_dir, bins or self.bins or bin_dir(), self._start,
+                        lambda name: self._stop(name))
 
     # -- state -----------------------------------------------------------------------------
     def load(self) -> bool:
         if not self.state_file.exists():
             return False
         data = json.loads(self.state_file.read_text())
-        self.ports, self.pids = data["ports"], data["pids"]
+        self.ports, self.pids, self.node = data["ports"], data["pids"], data.get("node", False)
         return True
 
     def save(self) -> None:
-        self.state_file.write_text(json.dumps({"ports": self.ports, "pids": self.pids}, indent=2))
+        self.state_file.write_text(json.dumps({"ports": self.ports, "pids": self.pids, "node": self.node},
+                                              indent=2))
 
     # -- health ----------------------------------------------------------------------------
     def _ssl(self) -> ssl.SSLContext:
@@ -169,8 +150,8 @@ class LocalCluster:
     def healthy(self) -> bool:
         return bool(self.pids) and all(self.alive().values()) and self.api_get("/readyz")[0] == 200
 
-    def node_ready(self) -> bool:
-        code, body = self.api_get(f"/api/v1/nodes/{NODE_NAME}")
+    def node_ready(self, name: str = NODE_NAME) -> bool:
+        code, body = self.api_get(f"/api/v1/nodes/{name}")
         if code != 200:
             return False
         conds = json.loads(body).get("status", {}).get("conditions", [])
@@ -184,6 +165,12 @@ class LocalCluster:
                                     start_new_session=True, cwd=self.state_dir)
         self.pids[name] = proc.pid
         self.save()
+
+    def _stop(self, name: str) -> None:
+        pid = self.pids.pop(name, None)
+        if pid is not None:
+            stop_process(pid)
+            self.save()
 
     def _wait(self, what: str, check, timeout: float) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
@@ -213,14 +200,19 @@ class LocalCluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for sub in ("pki", "etcd", "logs"):
             shutil.rmtree(self.state_dir / sub, ignore_errors=True)
-        pki = self.state_dir / "pki"
-        generate_pki(pki)
+        pki_dir = self.state_dir / "pki"
+        generate_control_plane(pki_dir, ("127.0.0.1", "10.96.0.1", *((NODE_IP,) if self.node else ())))
         self.ports = {k: free_port() for k in
-                      ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
+                      ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok",
+                       "kubelet_healthz", "proxy_healthz", "proxy_metrics")}
         self.pids = {}
         self.save()
         try:
-            self._start_all(bins, pki, timeout)
+            if self.node:
+                self.network.up()  # bridge, routes and guards before anything listens or runs
+            self._start_all(bins, pki_dir, timeout)
+            if self.node:
+                self._start_node(bins, timeout)
         except BaseException:
             self.down(quiet=True)
             raise
@@ -241,8 +233,14 @@ class LocalCluster:
 
         self._start("apiserver", [
             str(bins / "kube-apiserver"), f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p['apiserver']}",
-            "--endpoint-reconciler-type=none",
+            f"--bind-address={self.api_host}", f"--advertise-address={self.api_host}",
+            f"--secure-port={p['apiserver']}",
+            # With a real node the `kubernetes` Service needs its endpoint (the bridge address).
+            f"--endpoint-reconciler-type={'lease' if self.node else 'none'}",
+            # Namespaces pick the real node by annotation (localnode.real_pods_namespace_metadata).
+            "--enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction",
+            f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", "--authorization-mode=Node,RBAC",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -265,6 +263,8 @@ class LocalCluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allocate-node-cidrs=false",
             # HPA reacts quickly in tests; the defaults (15 s sync) are for real clusters.
             "--horizontal-pod-autoscaler-sync-period=5s",
+            # The default creates /usr/libexec/kubernetes on the host.
+            f"--flex-volume-plugin-dir={self.state_dir / 'flexvolume'}",
             # The defaults (20 QPS, 5 Deployment/ReplicaSet workers) throttle bursts of hundreds
             # of Deployments for tens of seconds; raise them as busy real clusters do.
             "--kube-api-qps=300", "--kube-api-burst=600",
@@ -277,7 +277,7 @@ class LocalCluster:
         self._start("kwok", [
             str(bins / "kwok"), f"--kubeconfig={kc}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--server-address=127.0.0.1:{p['kwok']}", "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
+            f"--server-address=127.0.0.1:{p['kwok']}", f"--cidr={FAKE_POD_CIDR}", "--node-ip=127.0.0.1",
             # Heartbeat through a Lease (renewed every ~10 s): without it kwok only patches node status
             # about once a minute, past the node monitor's grace period, and the node flaps NotReady.
             "--node-lease-duration-seconds=40",
@@ -289,6 +289,21 @@ class LocalCluster:
                    lambda: self.api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
                    timeout)
 
+    def _start_node(self, bins: Path, timeout: float) -> None:
+        """containerd (with the pause image), kubelet and kube-proxy; wait until pods can run and reach us."""
+        from images import pause_image
+
+        node = self.real_node(bins)
+        node.prepare()
+        node.start_containerd()
+        self._wait("containerd", node.containerd_ready, 30)
+        node.import_image(pause_image())
+        p = self.ports
+        node.start_kubelet(self.server, p["kubelet_healthz"])
+        node.start_kube_proxy(self.server, p["proxy_healthz"], p["proxy_metrics"])
+        self._wait(f"node {REAL_NODE} Ready", lambda: self.node_ready(REAL_NODE), timeout)
+        self._wait("kube-proxy healthy", lambda: _http_ok(f"http://127.0.0.1:{p['proxy_healthz']}/healthz"), timeout)
+
     def _create_node(self) -> None:
         node = {
             "apiVersion": "v1", "kind": "Node",
@@ -298,7 +313,7 @@ class LocalCluster:
                 "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
                            "kubernetes.io/arch": "amd64", "type": "kwok"},
             },
-            # No taint: this cluster has only fake nodes, so every pod may land there.
+            # No taint: pods land here unless their namespace sends them to the (tainted) real node.
             # Room for benchmarks of hundreds of models at their default requests (250m CPU, 512Mi).
             "status": {"allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "3000"},
                        "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "3000"}},
@@ -313,9 +328,15 @@ class LocalCluster:
             time.sleep(0.3)
 
     def down(self, quiet: bool = False) -> None:
-        """Stop every process `up` started (TERM, then KILL after a deadline), newest first."""
+        """Stop every process `up` started (TERM, then KILL after a deadline), newest first.
+
+        With a real node: the node first (kubelet, pods through the CRI, kube-proxy, containerd,
+        mounts, cgroups), the control plane next, the network (bridge, chains, sysctls) last.
+        """
         if not self.pids:
             self.load()
+        if self.node or (self.state_dir / "node").exists():
+            self.real_node().down(kubelet_running="kubelet" in self.pids)
         for name in reversed(list(self.pids)):
             stop_process(self.pids[name])
             if not quiet:
@@ -324,6 +345,9 @@ class LocalCluster:
         if self.state_file.exists():
             self.state_file.unlink()
         shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)
+        if self.network.record.exists():
+            self.network.down()
+        shutil.rmtree(self.state_dir / "node", ignore_errors=True)
 
     def status(self) -> str:
         if not self.load():
@@ -333,9 +357,17 @@ class LocalCluster:
             lines.append(f"  {name:<20} pid {self.pids[name]:<8} {'running' if ok else 'DEAD'}")
         code, _ = self.api_get("/readyz")
         lines.append(f"  apiserver {self.server} readyz={code or 'unreachable'}")
-        lines.append(f"  node {NODE_NAME}: {'Ready' if self.node_ready() else 'not ready'}")
+        lines.append(f"  node {NODE_NAME} (kwok): {'Ready' if self.node_ready() else 'not ready'}")
+        if self.node:
+            lines.append(f"  node {REAL_NODE} (kubelet+containerd on {NODE_IP}): "
+                         f"{'Ready' if self.node_ready(REAL_NODE) else 'not ready'}")
         lines.append(f"export KUBECONFIG={self.kubeconfig}")
         return "\n".join(lines)
+
+    @staticmethod
+    def leftovers() -> list[str]:
+        """What a real node's teardown should have removed from the machine and did not."""
+        return PodNetwork.leftovers() + leftover_cgroups()
 
     def install_crd(self, path: Path, name: str, timeout: float = 60.0) -> None:
         """`kubectl apply --server-side` a CRD file and wait until `name` is Established."""
@@ -415,8 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=["up", "down", "status", "rss"])
     ap.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    ap.add_argument("--no-node", action="store_true", help="kwok only: no kubelet, containerd or pod bridge")
     args = ap.parse_args(argv)
-    c = LocalCluster(state_dir=args.state_dir)
+    c = LocalCluster(state_dir=args.state_dir, node=not args.no_node)
     if args.command == "up":
         secs = c.up()
         print(c.status())
@@ -424,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export KUBECONFIG={c.kubeconfig}")
     elif args.command == "down":
         c.down()
-        print("cluster: down")
+        left = c.leftovers()
+        print("cluster: down" + (f"; LEFT ON THE MACHINE: {left}" if left else ""))
+        return 1 if left else 0
     elif args.command == "status":
         print(c.status())
         return 0 if c.healthy() else 1

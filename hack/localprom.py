@@ -32,11 +32,31 @@ class ScrapeTarget:
     metrics_path: str = "/metrics"
 
 
-def render_config(targets: list[ScrapeTarget], scrape_interval: str, rule_files: list[str] | None = None) -> str:
-    """Prometheus YAML (JSON is valid YAML) with one static job per target."""
+def kubernetes_scrape_configs(path: Path, api_server: str, pki: Path, scrape_interval: str) -> list[dict]:
+    """The shipped scrape configuration (`path`, e.g. manifests/monitoring/prometheus-scrape-config.yaml)
+    pointed at our API server from outside the cluster, with the interval the caller needs.
+
+    Only what differs out of cluster is added (where the API server is, how to authenticate);
+    the discovery role and every relabelling rule stay exactly as users get them.
+    """
+    import yaml
+
+    jobs: list[dict] = yaml.safe_load(path.read_text())["scrape_configs"]
+    for job in jobs:
+        job["scrape_interval"] = job["scrape_timeout"] = scrape_interval
+        for sd in job.get("kubernetes_sd_configs", []):
+            sd["api_server"] = api_server
+            sd["tls_config"] = {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "admin.crt"),
+                                "key_file": str(pki / "admin.key")}
+    return jobs
+
+
+def render_config(targets: list[ScrapeTarget], scrape_interval: str, rule_files: list[str] | None = None,
+                  extra_jobs: list[dict] | None = None) -> str:
+    """Prometheus YAML (JSON is valid YAML) with one static job per target, plus `extra_jobs` as given."""
     cfg: dict = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "scrape_configs": [
+        "scrape_configs": (extra_jobs or []) + [
             {
                 "job_name": t.job,
                 "metrics_path": t.metrics_path,
@@ -56,8 +76,11 @@ class PrometheusServer:
     """Start with `start()`, stop with `stop()` (or use as a context manager)."""
 
     def __init__(self, targets: list[ScrapeTarget], scrape_interval: str = "1s",
-                 workdir: Path | None = None, binary: str = "prometheus") -> None:
+                 workdir: Path | None = None, binary: str = "prometheus", host: str = "127.0.0.1",
+                 extra_jobs: list[dict] | None = None) -> None:
         self.targets = targets
+        self.host = host  # the pod bridge's address when pods (the operator) must query it
+        self.extra_jobs = extra_jobs or []
         self.scrape_interval = scrape_interval
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="modeldeploy-prom-"))
@@ -67,11 +90,11 @@ class PrometheusServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def write_config(self) -> Path:
         path = self.workdir / "prometheus.yml"
-        path.write_text(render_config(self.targets, self.scrape_interval))
+        path.write_text(render_config(self.targets, self.scrape_interval, extra_jobs=self.extra_jobs))
         return path
 
     def reload(self) -> None:
@@ -87,7 +110,7 @@ class PrometheusServer:
         log = open(self.workdir / "prometheus.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [self.binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
+             f"--web.listen-address={self.host}:{self.port}", "--web.enable-lifecycle",
              "--storage.tsdb.retention.time=1h", "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
@@ -133,6 +156,13 @@ class PrometheusServer:
         res = self.query(promql)
         return float(res[0]["value"][1]) if res else None
 
-    def targets_up(self) -> bool:
+    def targets_up(self, at_least: int | None = None) -> bool:
+        """Every active target scraped successfully, and as many as the static ones (or `at_least`)."""
         active = self.api("/api/v1/targets")["data"]["activeTargets"]
-        return len(active) == len(self.targets) and all(t["health"] == "up" for t in active)
+        want = len(self.targets) if at_least is None else at_least
+        return len(active) >= want and all(t["health"] == "up" for t in active)
+
+    def discovered(self, **labels: str) -> list[dict]:
+        """Active targets whose labels include `labels` (e.g. modeldeploy_io_track="canary")."""
+        active = self.api("/api/v1/targets")["data"]["activeTargets"]
+        return [t for t in active if all(t["labels"].get(k) == v for k, v in labels.items())]

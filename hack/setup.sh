@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make setup`: everything the tests and the demo need, on a fresh Debian machine, idempotent.
-#   1. Debian packages (prometheus, lua5.1, openssl) — apt-get update first, only when one is missing.
+#   1. Debian packages (prometheus, lua5.1, openssl; containerd, runc, CNI plugins, iptables for the
+#      real node; debootstrap, buildah, gcc for the images) — apt-get update first, only when one is missing.
 #   2. The Python venv in .venv with the package and its dev+ml extras (skipped when pyproject is unchanged).
 #   3. The control-plane binaries, built from the upstream Go modules into ~/.cache (hack/build-binaries.sh).
 set -euo pipefail
@@ -11,6 +12,8 @@ t0=$(date +%s)
 APT_PACKAGES=(prometheus lua5.1 openssl wrk curl
   # images without a registry (hack/images.py): a Debian base, buildah builds, the static pause binary, containerd to import into
   debootstrap buildah skopeo containerd runc gcc libc6-dev)
+# The real node (hack/localnode.py, hack/localnet.py): CNI plugins, iptables, mount tools.
+APT_PACKAGES+=(containernetworking-plugins iptables conntrack iproute2 util-linux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
 
 from localcluster import LocalCluster, wait_until  # noqa: E402
+from localnet import read_sysctls  # noqa: E402
 from localprom import PrometheusServer, ScrapeTarget  # noqa: E402
 
 
@@ -28,13 +29,18 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A fresh local control plane for the test session (its own state dir and ports)."""
+    """A fresh local cluster for the test session (its own state dir and ports): the control plane,
+    kwok's fake node and the real node. Its teardown fails the session if the machine is not left
+    as it was found (bridge, iptables chains, cgroups, sysctls)."""
+    sysctls = read_sysctls()
     c = LocalCluster(state_dir=tmp_path_factory.mktemp("cluster"))
-    c.up()
     try:
+        c.up()
         yield c
     finally:
         c.down(quiet=True)
+    left = c.leftovers() + [f"{k}={v} (was {sysctls[k]})" for k, v in read_sysctls().items() if sysctls.get(k) != v]
+    assert not left, f"the cluster's teardown left these on the machine: {left}"
 
 
 @pytest.fixture(scope="session")

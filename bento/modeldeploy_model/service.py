@@ -133,7 +133,12 @@ Predictions = Annotated[np.ndarray, ContentType("application/json")]
 
 
 class FaultInjectionMiddleware:
-    """Answers a fraction of /predict calls with 500 and delays them, per the environment."""
+    """Names the answering model version on /predict responses, and injects faults per the environment.
+
+    Every /predict response (an injected 500 too) carries `x-model-version`: behind one Service,
+    a client can tell which version answered and measure the real traffic split. A fraction of
+    calls are answered with 500 and all are delayed when fault injection is on.
+    """
 
     def __init__(self, app: Any, paths: tuple[str, ...] = ("/predict",)) -> None:
         self.app = app
@@ -146,19 +151,26 @@ class FaultInjectionMiddleware:
                            self.error_rate, self.latency_s * 1000)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") not in self.paths or not (self.error_rate or self.latency_s):
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
             await self.app(scope, receive, send)
             return
+        version = str(_STATE.get("card", {}).get("version", "unknown")).encode()
+
+        async def send_with_version(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-model-version", version)]}
+            await send(message)
+
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if self.error_rate and random.random() < self.error_rate:
             body = json.dumps({"error": f"injected fault ({config.ENV_FAULT_ERROR_RATE}={self.error_rate:g})"}).encode()
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await send_with_version({"type": "http.response.start", "status": 500,
+                                     "headers": [(b"content-type", b"application/json"),
+                                                 (b"content-length", str(len(body)).encode())]})
+            await send_with_version({"type": "http.response.body", "body": body})
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, send_with_version)
 
 
 def _make_metadata_app() -> Any:

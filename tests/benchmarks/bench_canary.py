@@ -54,7 +54,7 @@ def main() -> int:
 
     work = REPO / ".local" / "bench-canary"
     work.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(state_dir=work / "cluster")
+    cluster = LocalCluster(state_dir=work / "cluster", node=False)
     servers: list[Any] = []
     op: OperatorProcess | None = None
     results: list[dict[str, Any]] = []

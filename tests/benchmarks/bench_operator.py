@@ -121,7 +121,7 @@ def run(n: int, api: client.ApiClient, op: OperatorProcess) -> dict[str, Any]:
 def main() -> int:
     work = REPO / ".local" / "bench-operator"
     work.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(state_dir=work / "cluster")
+    cluster = LocalCluster(state_dir=work / "cluster", node=False)
     op: OperatorProcess | None = None
     results = []
     try:

@@ -54,6 +54,12 @@ def test_predict_matches_the_artifact(client, tiny_artifact):
     assert by_name.status_code == 200 and by_name.json() == pytest.approx(r.json()[:1])
 
 
+def test_predict_names_the_model_version_that_answered(client, tiny_artifact):
+    card = runtime.load_card(tiny_artifact)
+    r = client.post("/predict", json={"rows": [[50.0, 3.0, 1.0]]})
+    assert r.status_code == 200 and r.headers["x-model-version"] == str(card["version"])
+
+
 def test_concurrent_requests_are_batched_and_answered_correctly(client, tiny_artifact):
     pred = runtime.load_predictor(tiny_artifact)
     rng = np.random.default_rng(0)
@@ -155,8 +161,9 @@ def test_still_healthy_after_bad_requests(client):
 def test_fault_injection_counts_as_500_and_adds_latency(tiny_artifact):
     env = {"MODELDEPLOY_FAULT_ERROR_RATE": "1.0", "MODELDEPLOY_FAULT_LATENCY_MS": "200"}
     with serve_subprocess(tiny_artifact, env=env) as s, httpx.Client(base_url=s.url, timeout=30) as c:
-        codes = [c.post("/predict", json={"rows": [[50, 3, 1]]}).status_code for _ in range(5)]
-        assert codes == [500] * 5
+        answers = [c.post("/predict", json={"rows": [[50, 3, 1]]}) for _ in range(5)]
+        assert [a.status_code for a in answers] == [500] * 5
+        assert all(a.headers.get("x-model-version") for a in answers)  # a failing version names itself too
         assert c.post("/explain", json={"rows": [[50, 3, 1]]}).status_code == 200  # only /predict is faulted
         text = c.get("/metrics").text
     total = {labels_of(ln)["http_response_code"]: float(ln.rsplit(" ", 1)[1])
