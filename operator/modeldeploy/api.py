@@ -81,7 +81,19 @@ class Resources(_Model):
         default=None, description="Container resource limits, e.g. {memory: 1Gi}.")
 
 
+# Env names the operator sets itself (see resources/deployment.py): BENTOML_PORT from model.port
+# (the image's entrypoint copies PORT over it), and the pod's identity.
+RESERVED_ENV_NAMES = ("BENTOML_PORT", "PORT", "MODELDEPLOY_NAME", "MODELDEPLOY_TRACK", "MODELDEPLOY_REVISION")
+
+
 class ModelSpec(_Model):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("!has(self.env) || self.env.all(e, !(e.name in " + str(list(RESERVED_ENV_NAMES)).replace("'", '"')
+            + "))",
+            "model.env must not set BENTOML_PORT or PORT (use model.port) nor MODELDEPLOY_NAME, "
+            "MODELDEPLOY_TRACK or MODELDEPLOY_REVISION (set by the operator)"),
+    ]})
+
     image: str = Field(min_length=1, max_length=512,
                        description="Container image built from a Bento (`bentoml containerize`).")
     bento: str | None = Field(default=None, max_length=256,
@@ -100,6 +112,15 @@ class ModelSpec(_Model):
     args: list[str] = Field(default_factory=list, max_length=64,
                             description="Extra arguments for the container's entrypoint.")
     service_account_name: str | None = Field(default=None, description="ServiceAccount for the model pods.")
+    run_as_user: int | None = Field(
+        default=None, ge=1, le=2147483647,
+        description="Numeric user id the model server runs as (pod runAsUser). Default 1034, the uid of the "
+                    "`bentoml` user in images built by `bentoml containerize`; set it for images built with "
+                    "another user. Never 0: model pods run as non-root.")
+    run_as_group: int | None = Field(
+        default=None, ge=0, le=2147483647,
+        description="Numeric group id of the model server (pod runAsGroup and fsGroup). Default 1034, the gid "
+                    "of the `bentoml` group in images built by `bentoml containerize`.")
 
 
 # --------------------------------------------------------------------------------------------

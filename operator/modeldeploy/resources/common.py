@@ -28,8 +28,13 @@ def label_value(text: str) -> str:
 
 
 def revision_hash(model: ModelSpec) -> str:
-    """Stable hash of everything that shapes the model pods; a new hash is a new revision."""
-    canon = json.dumps(model.model_dump(by_alias=True, mode="json"), sort_keys=True, separators=(",", ":"))
+    """Stable hash of everything that shapes the model pods; a new hash is a new revision.
+
+    Unset optional fields are left out, so a later operator version that adds an optional field
+    (as `runAsUser` was added) keeps the hashes of existing objects and starts no canary of its own.
+    """
+    canon = json.dumps(model.model_dump(by_alias=True, mode="json", exclude_none=True), sort_keys=True,
+                       separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:10]
 
 
