@@ -35,15 +35,18 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         os.environ["MODELDEPLOY_HTTP_ADDRESS"] = args.http_address
     namespaces = args.namespace or [n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n]
     peering = os.environ.get("MODELDEPLOY_PEERING", "")
-    kwargs: dict[str, Any] = {"standalone": not peering, "clusterwide": not namespaces, "namespaces": namespaces}
+    # Our own identity, always: kopf's default asks the user database for the uid's name, and the
+    # image's numeric non-root user (65532) has no entry there (getpwuid raises, the pod crash-loops).
+    identity = os.environ.get("MODELDEPLOY_PEERING_IDENTITY") or \
+        f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+    kwargs: dict[str, Any] = {"standalone": not peering, "clusterwide": not namespaces, "namespaces": namespaces,
+                              "identity": identity}
     if peering:
         # Distinct identity and priority per replica: kopf pauses every replica on a priority tie.
-        identity = os.environ.get("MODELDEPLOY_PEERING_IDENTITY") or \
-            f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
         priority = int(os.environ.get("MODELDEPLOY_PEERING_PRIORITY") or random.randint(1, 2**31 - 1))
         os.environ["MODELDEPLOY_PEERING_IDENTITY"] = identity
         os.environ["MODELDEPLOY_PEERING_PRIORITY"] = str(priority)
-        kwargs.update(peering_name=peering, identity=identity, priority=priority)
+        kwargs.update(peering_name=peering, priority=priority)
     asyncio.run(kopf.operator(**kwargs))
     return 0
 

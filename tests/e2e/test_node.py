@@ -55,7 +55,7 @@ def test_model_pods_run_restricted_and_serve_through_the_service(rk: RealCluster
     assert versions == {node_images.versions["v1"]}
     # The API server reaches the kubelet (logs), as kubectl logs would.
     log = rk.core.read_namespaced_pod_log(pods[0].metadata.name, rk.ns, container="model")
-    assert "serving" in log, log[-2000:]  # the service's start-up line, read through the kubelet
+    assert "Starting production HTTP BentoServer" in log, log[-2000:]  # read through the kubelet
     print(f"\nkubectl apply -> 2 pods Ready: {ready_after:.1f}s")
 
 
