@@ -1,4 +1,4 @@
-"""Session fixtures for the real tiers: the local control plane and Prometheus servers.
+"""Session fixtures for the real tiers: the local cluster, its API clients and CRD, Prometheus servers.
 
 Tests that need a tier ask for its fixture; the fixture starts the real component on loopback
 (free ports) and stops it at teardown. Nothing here is a mock.
@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
@@ -74,3 +77,49 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
     finally:
         for p in started:
             p.stop()
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: str) -> client.ApiClient:
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    """A new namespace (with its default ServiceAccount ready); deleted after the test."""
+    core = client.CoreV1Api(api_client)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+    def sa_ready() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name)
+            return True
+        except ApiException:
+            return False
+
+    wait_for(sa_ready, 30, what=f"default ServiceAccount in {name}")
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd(api_client: client.ApiClient, cluster: LocalCluster) -> str:
+    """The ModelDeployment CRD installed with kubectl, Established and served."""
+    cluster.install_crd(CRD_FILE, "modeldeployments.modeldeploy.io")
+    custom = client.CustomObjectsApi(api_client)
+    wait_for(lambda: _listable(custom), 30, what="ModelDeployment API served")
+    return "modeldeployments.modeldeploy.io"
+
+
+def _listable(custom: client.CustomObjectsApi) -> bool:
+    try:
+        custom.list_cluster_custom_object("modeldeploy.io", "v1alpha1", "modeldeployments")
+        return True
+    except ApiException:
+        return False
