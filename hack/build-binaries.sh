@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 source ./versions.env
 
 BIN="${MODELDEPLOY_BIN:-$HOME/.cache/modeldeploy/bin/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VERSION}-crictl-${CRICTL_VERSION}}"
+# Tools added since carry their version in the file name instead (a new one keeps the directory).
 mkdir -p "$BIN"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 # Keep parallelism modest: 2 cores and the linker of kube-apiserver is memory hungry.
@@ -51,6 +52,17 @@ if [[ ! -x "$BIN/crictl" ]]; then
   mv "$BIN/.crictl/crictl" "$BIN/crictl"; rmdir "$BIN/.crictl"
 fi
 
+PROM="$BIN/prometheus-${PROMETHEUS_VERSION}"
+if [[ ! -x "$PROM" ]]; then
+  # Debian's prometheus (2.42) is built without Kubernetes service discovery; the real-node tier
+  # and the demo discover pods with kubernetes_sd_configs, so build it with only that provider.
+  log "building prometheus ${PROMETHEUS_VERSION} (Kubernetes service discovery only)"
+  GOBIN="$BIN/.prometheus" go install -trimpath -tags "remove_all_sd,enable_kubernetes_sd" -ldflags "-s -w \
+    -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v0.}" \
+    "github.com/prometheus/prometheus/cmd/prometheus@${PROMETHEUS_VERSION}"
+  mv "$BIN/.prometheus/prometheus" "$PROM"; rmdir "$BIN/.prometheus"
+fi
+
 if [[ ! -x "$BIN/helm" ]]; then
   log "building helm ${HELM_VERSION}"
   hminor=$(echo "$K8S_VERSION" | cut -d. -f2)
@@ -74,4 +86,5 @@ if [[ ! -f "$BIN/crds/gateway-api-${GATEWAY_API_VERSION}.yaml" || ! -f "$BIN/crd
   chmod u+w "$BIN/crds/"*.yaml
 fi
 
+ln -sf "prometheus-${PROMETHEUS_VERSION}" "$BIN/prometheus"
 echo "$BIN"

@@ -31,15 +31,14 @@ REPO = HACK.parent
 sys.path.insert(0, str(HACK))
 
 from canarylab import ServiceLoad  # noqa: E402
-from localcluster import LocalCluster, wait_until  # noqa: E402
+from localcluster import LocalCluster, bin_dir, wait_until  # noqa: E402
 from localnet import NODE_IP  # noqa: E402
 from localnode import real_pods_namespace_metadata  # noqa: E402
 from localoperator import InClusterOperator  # noqa: E402
-from localprom import PrometheusServer, kubernetes_scrape_configs  # noqa: E402
+from localprom import SCRAPE_CONFIG, PrometheusServer, cluster_prometheus  # noqa: E402
 
 BOLD, DIM, RED, GREEN, RESET = "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m"
 NAME, NS = "room-price", "demo"
-SCRAPE_CONFIG = REPO / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
 
 
 def say(text: str) -> None:
@@ -148,10 +147,9 @@ def main() -> int:
         operator = InClusterOperator(str(cluster.kubeconfig), OPERATOR_TAG, resync_seconds=10).start()
         show("get", "pods", "-n", operator.NAMESPACE, "-o", "wide")
 
-        jobs = kubernetes_scrape_configs(SCRAPE_CONFIG, cluster.server, cluster.state_dir / "pki", "1s")
         (work / "prom").mkdir()
-        prom = PrometheusServer([], scrape_interval="1s", workdir=work / "prom", host=NODE_IP,
-                                extra_jobs=jobs).start()
+        prom = cluster_prometheus(cluster.server, cluster.state_dir / "pki", cluster.bins or bin_dir(), work / "prom",
+                                  NODE_IP).start()
         print(f"  Prometheus {prom.url}: kubernetes_sd_configs (role pod) with {SCRAPE_CONFIG.relative_to(REPO)}")
 
         say(f"4. v1: a ModelDeployment in namespace {NS} (Pod Security 'restricted' enforced)")

@@ -6,10 +6,11 @@ Service's traffic really splits over the endpoints kube-proxy programs. Versions
 kube-proxy built like the control plane (hack/build-binaries.sh); Debian's containerd 1.6, runc
 and CNI plugins. Facts behind each setting: ../shared/notes/real-node.md.
 
-Everything lives under `<state>/node` (containerd's root, state and socket, the kubelet's root
-dir, CNI config and IPAM data), with two exceptions the components insist on: libcni's result
-cache in /var/lib/cni and containerd's shim sockets in /run/containerd/s; both are removed at
-teardown when we created them. The node is tainted, so only pods that tolerate it (namespaces
+Everything lives under `<state>/node` (containerd's state and socket, the kubelet's root dir,
+CNI config and IPAM data), except containerd's image store (kept in ~/.cache/modeldeploy/containerd
+so imported images survive a cluster, like any node's) and two paths the components insist on:
+libcni's result cache in /var/lib/cni and containerd's shim sockets in /run/containerd/s, both
+removed at teardown when we created them. The node is tainted, so only pods that tolerate it (namespaces
 made by `real_pods_namespace`) run here, and everything else keeps landing on kwok's fake node.
 
 Teardown order matters: stop the kubelet (it would restart what we remove), remove every pod
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pki
+from images import CACHE
 from localnet import BRIDGE, CLUSTER_CIDR, NODE_IP, POD_SUBNET, SERVICE_CIDR
 
 NODE_NAME = "modeldeploy-node"
@@ -39,6 +41,10 @@ NODE_LABEL = "modeldeploy.io/node"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 CNI_BIN = "/usr/lib/cni"
 RUNC = "/usr/sbin/runc"
+# containerd's content store and snapshots outlive a cluster (like the image archives they are
+# imported from): a warm start imports nothing (an image already there with the same id is
+# skipped), instead of re-reading about 3 GB. Only one node runs at a time (one bridge).
+CONTAINERD_ROOT = CACHE / "containerd"
 # Outside <state> because the components hard-code them; removed at teardown if we created them.
 SHARED_DIRS = (Path("/var/lib/cni"), Path("/run/containerd"))
 
@@ -63,7 +69,7 @@ def real_pods_namespace_metadata() -> dict[str, dict[str, str]]:
 def containerd_config(d: Path) -> str:
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
-root = "{d / 'containerd' / 'root'}"
+root = "{CONTAINERD_ROOT}"
 state = "{d / 'containerd' / 'state'}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
@@ -256,11 +262,11 @@ class RealNode:
                     os.kill(int(proc.name), 9)
 
     def unmount(self) -> None:
-        """Everything mounted under the node's dir (overlay rootfs, shm, netns, kubelet volumes), deepest first."""
-        prefix = str(self.dir.resolve())
+        """Everything mounted under the node's dirs (overlay rootfs, shm, netns, kubelet volumes), deepest first."""
+        prefixes = (str(self.dir.resolve()), str(CONTAINERD_ROOT))
         for _ in range(3):
             points = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-                      if ln.split()[4].startswith(prefix)]
+                      if ln.split()[4].startswith(prefixes)]
             if not points:
                 return
             for mp in sorted(set(points), key=len, reverse=True):

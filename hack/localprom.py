@@ -166,3 +166,17 @@ class PrometheusServer:
         """Active targets whose labels include `labels` (e.g. modeldeploy_io_track="canary")."""
         active = self.api("/api/v1/targets")["data"]["activeTargets"]
         return [t for t in active if all(t["labels"].get(k) == v for k, v in labels.items())]
+
+
+SCRAPE_CONFIG = Path(__file__).resolve().parent.parent / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
+
+
+def cluster_prometheus(server: str, pki: Path, bins: Path, workdir: Path, listen_host: str,
+                       scrape_interval: str = "1s") -> PrometheusServer:
+    """Prometheus discovering a cluster's pods as users' Prometheus does: the shipped scrape config
+    (kubernetes_sd_configs, role pod, the track relabelling), on `listen_host` (the pod bridge, so
+    the operator's pod can query it). Debian's build lacks Kubernetes SD: this is the one
+    hack/build-binaries.sh builds. Not started yet."""
+    return PrometheusServer([], scrape_interval=scrape_interval, workdir=workdir, binary=str(bins / "prometheus"),
+                            host=listen_host,
+                            extra_jobs=kubernetes_scrape_configs(SCRAPE_CONFIG, server, pki, scrape_interval))

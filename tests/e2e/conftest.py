@@ -4,7 +4,7 @@ Fixtures, all real:
 - `node_images`: the operator image and three model versions (hack/images.py, cached by their
   inputs), imported into the node's containerd;
 - `incluster_operator`: the chart installed with that image (its own ServiceAccount and RBAC);
-- `cluster_prometheus`: Debian's Prometheus discovering the pods through the API server with
+- `prometheus_sd`: Prometheus (built with Kubernetes SD) discovering the pods through the API server with
   manifests/monitoring/prometheus-scrape-config.yaml (the shipped file), listening on the pod
   bridge so the operator's pod can query it;
 - `real_ns`: a namespace under Pod Security "restricted" (enforced) whose pods go to the real node.
@@ -23,16 +23,15 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from localcluster import LocalCluster
+from localcluster import LocalCluster, bin_dir
 from localnet import NODE_IP
 from localnode import real_pods_namespace_metadata
 from localoperator import InClusterOperator
-from localprom import PrometheusServer, kubernetes_scrape_configs
+from localprom import PrometheusServer, cluster_prometheus
 from tests.conftest import wait_for
 from tests.integration.test_operator import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
-SCRAPE_CONFIG = REPO / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
 # Small requests: the node has 2 cores for the control plane, Prometheus and every model pod.
 RESOURCES = {"requests": {"cpu": "50m", "memory": "160Mi"}, "limits": {"memory": "1Gi"}}
 
@@ -73,12 +72,10 @@ def incluster_operator(crd: str, kubeconfig: str, node_images: Images) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def cluster_prometheus(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+def prometheus_sd(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
                        ) -> Iterator[PrometheusServer]:
-    jobs = kubernetes_scrape_configs(SCRAPE_CONFIG, cluster.server, cluster.state_dir / "pki", "1s")
-    prom = PrometheusServer([], scrape_interval="1s", workdir=tmp_path_factory.mktemp("prometheus"),
-                            host=NODE_IP, extra_jobs=jobs)
-    prom.start()
+    prom = cluster_prometheus(cluster.server, cluster.state_dir / "pki", cluster.bins or bin_dir(),
+                              tmp_path_factory.mktemp("prometheus"), NODE_IP).start()
     try:
         yield prom
     finally:

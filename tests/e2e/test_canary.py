@@ -33,14 +33,14 @@ FAULTS = {
 
 
 @pytest.fixture
-def scenario(rk: RealCluster, node_images: Images, cluster_prometheus: PrometheusServer
+def scenario(rk: RealCluster, node_images: Images, prometheus_sd: PrometheusServer
              ) -> Iterator[Callable[..., ServiceLoad | None]]:
     """`scenario(**spec)`: v1 Healthy with 2 Ready pods, both scraped, load running through the Service."""
     loads: list[ServiceLoad] = []
 
     def start(load: bool = True, prometheus_address: str | None = None, name: str = "price",
               **spec: Any) -> ServiceLoad | None:
-        analysis = {"prometheus": {"address": prometheus_address or cluster_prometheus.url, "timeout": "2s"},
+        analysis = {"prometheus": {"address": prometheus_address or prometheus_sd.url, "timeout": "2s"},
                     "minRequests": 10, "failureLimit": 1, "errorLimit": 2,
                     "metrics": [{"name": "error-rate", "max": 0.05}, {"name": "latency-p99", "max": 0.3}]}
         analysis.update(spec.pop("analysis", {}))
@@ -48,7 +48,7 @@ def scenario(rk: RealCluster, node_images: Images, cluster_prometheus: Prometheu
         rollout["canary"].update(spec.pop("canary", {}))  # type: ignore[union-attr]
         rk.create(mdep(name, model=node_images.model("v1"), rollout=rollout, **spec))
         wait_for(lambda: rk.healthy(name), 180, what=f"{name} v1 Healthy")
-        wait_for(lambda: len([t for t in cluster_prometheus.discovered(namespace=rk.ns, modeldeploy_io_name=name)
+        wait_for(lambda: len([t for t in prometheus_sd.discovered(namespace=rk.ns, modeldeploy_io_name=name)
                               if t["health"] == "up"]) == 2, 60, what="both v1 pods discovered and scraped")
         if not load:
             return None
