@@ -56,9 +56,10 @@ PROM="$BIN/prometheus-${PROMETHEUS_VERSION}"
 if [[ ! -x "$PROM" ]]; then
   # Debian's prometheus (2.42) is built without Kubernetes service discovery; the real-node tier
   # and the demo discover pods with kubernetes_sd_configs, so build it with only that provider.
-  log "building prometheus ${PROMETHEUS_VERSION} (Kubernetes service discovery only)"
+  v=${PROMETHEUS_VERSION#v0.}; mm=${v%%.*}; prom_release="${mm:0:1}.${mm:1}.${v#*.}"  # v0.316.0 -> 3.16.0
+  log "building prometheus ${prom_release} (${PROMETHEUS_VERSION}; Kubernetes service discovery only)"
   GOBIN="$BIN/.prometheus" go install -trimpath -tags "remove_all_sd,enable_kubernetes_sd" -ldflags "-s -w \
-    -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v0.}" \
+    -X github.com/prometheus/common/version.Version=${prom_release}" \
     "github.com/prometheus/prometheus/cmd/prometheus@${PROMETHEUS_VERSION}"
   mv "$BIN/.prometheus/prometheus" "$PROM"; rmdir "$BIN/.prometheus"
 fi

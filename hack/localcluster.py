@@ -195,6 +195,9 @@ class LocalCluster:
         t0 = time.monotonic()
         if self.load() and self.healthy():
             return 0.0
+        if self.node and os.geteuid() != 0:
+            raise SystemExit("the real node needs root (containerd, a pod bridge, iptables rules): run as root, "
+                             "or start a kwok-only cluster with `hack/localcluster.py up --no-node`")
         self.down(quiet=True)
         bins = self.bins or bin_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
