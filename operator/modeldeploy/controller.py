@@ -347,11 +347,11 @@ class Controller:
         if provider is None:
             requests = Measurement(check=None, error=setup_error)
         else:
-            requests = _measure(provider, None, queries.request_count(ns, name, "canary", interval))
+            requests = _measure(provider, None, queries.request_count(ns, name, "canary", canary.hash, interval))
             for check in a.metrics:
                 promql = queries.render(check.query, namespace=ns, name=name, track="canary", revision=canary.hash,
                                         interval=interval) if check.query else \
-                    queries.builtin(check.name, ns, name, "canary", interval)
+                    queries.builtin(check.name, ns, name, "canary", canary.hash, interval)
                 measurements.append(_measure(provider, check, promql))
         result = analyse(a, requests, measurements, stamp)
         for rec in result.records:

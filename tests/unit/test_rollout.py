@@ -360,15 +360,18 @@ def test_analysis_judgement_rules() -> None:
 
 
 def test_queries_select_the_canary_by_relabelled_pod_labels() -> None:
-    q = queries.builtin("error-rate", "ml", "price", "canary", "30s")
+    q = queries.builtin("error-rate", "ml", "price", "canary", "5d8f", "30s")
     assert 'modeldeploy_io_track="canary"' in q and 'modeldeploy_io_name="price"' in q and 'namespace="ml"' in q
+    # Only this revision's series (a rolled-back canary's are still in the window), or series
+    # from scrape configs that do not copy the revision label.
+    assert 'modeldeploy_io_revision=~"5d8f|"' in q
     assert 'http_response_code=~"5.."' in q and "[30s]" in q
-    assert queries.builtin("latency-p99", "ml", "price", "canary", "1m").startswith("histogram_quantile(0.99,")
+    assert queries.builtin("latency-p99", "ml", "price", "canary", "r", "1m").startswith("histogram_quantile(0.99,")
     t = "sum(rate(x{namespace='{{ namespace }}',track='{{track}}',rev='{{ revision }}'}[{{ interval }}]))"
     assert queries.render(t, namespace="ml", name="p", track="canary", revision="abc", interval="30s") == \
         "sum(rate(x{namespace='ml',track='canary',rev='abc'}[30s]))"
     with pytest.raises(ValueError):
-        queries.builtin("nonsense", "ml", "p", "canary", "1m")
+        queries.builtin("nonsense", "ml", "p", "canary", "r", "1m")
 
 
 def test_rolling_strategy_never_makes_a_canary() -> None:

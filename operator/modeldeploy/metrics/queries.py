@@ -6,6 +6,11 @@ BentoML (>= 1.2) exports `bentoml_service_request_total{endpoint, http_response_
 (manifests/monitoring has the relabelling), plus `namespace`. Every built-in query selects exactly
 those labels, so stable and canary are measured separately. Health and metrics endpoints are
 excluded: probes must not dilute the error rate.
+
+The revision (`modeldeploy_io_revision`, also relabelled from the pod) is selected too: right after
+a rollback, the failed canary's series are still inside the next canary's first window, and on a
+real cluster they made a healthy v3 fail on v2's errors. A series without the label still matches
+(`=~"<rev>|"`), so a scrape config that does not copy it keeps working as before.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ INFRA_ENDPOINTS = "/livez|/readyz|/healthz|/metrics"
 _VAR = re.compile(r"\{\{\s*(namespace|name|track|revision|interval)\s*\}\}")
 
 
-def selector(namespace: str, name: str, track: str) -> str:
+def selector(namespace: str, name: str, track: str, revision: str) -> str:
     return (f'namespace="{namespace}",modeldeploy_io_name="{name}",modeldeploy_io_track="{track}",'
-            f'endpoint!~"{INFRA_ENDPOINTS}"')
+            f'modeldeploy_io_revision=~"{re.escape(revision)}|",endpoint!~"{INFRA_ENDPOINTS}"')
 
 
 def render(template: str, *, namespace: str, name: str, track: str, revision: str, interval: str) -> str:
@@ -30,12 +35,12 @@ def render(template: str, *, namespace: str, name: str, track: str, revision: st
     return _VAR.sub(lambda m: values[m.group(1)], template)
 
 
-def request_count(namespace: str, name: str, track: str, window: str) -> str:
-    return f"sum(increase({REQUESTS}{{{selector(namespace, name, track)}}}[{window}]))"
+def request_count(namespace: str, name: str, track: str, revision: str, window: str) -> str:
+    return f"sum(increase({REQUESTS}{{{selector(namespace, name, track, revision)}}}[{window}]))"
 
 
-def builtin(metric: str, namespace: str, name: str, track: str, window: str) -> str:
-    sel = selector(namespace, name, track)
+def builtin(metric: str, namespace: str, name: str, track: str, revision: str, window: str) -> str:
+    sel = selector(namespace, name, track, revision)
     if metric == "error-rate":
         return (f'sum(increase({REQUESTS}{{{sel},http_response_code=~"5.."}}[{window}])) '
                 f"/ sum(increase({REQUESTS}{{{sel}}}[{window}]))")
