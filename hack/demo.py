@@ -61,11 +61,10 @@ def get_md() -> dict[str, Any]:
 
 
 def model(version: str, fault_rate: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"image": f"localhost/modeldeploy/room-price:{version}", "bento": f"room_price:{version}",
-                            "resources": {"requests": {"cpu": "50m", "memory": "160Mi"}, "limits": {"memory": "1Gi"}}}
-    if fault_rate:
-        spec["env"] = [{"name": "MODELDEPLOY_FAULT_ERROR_RATE", "value": fault_rate}]
-    return spec
+    # `env` always: a merge patch without it would keep the previous version's (v2's fault for v3).
+    env = [{"name": "MODELDEPLOY_FAULT_ERROR_RATE", "value": fault_rate}] if fault_rate else []
+    return {"image": f"localhost/modeldeploy/room-price:{version}", "bento": f"room_price:{version}", "env": env,
+            "resources": {"requests": {"cpu": "50m", "memory": "160Mi"}, "limits": {"memory": "1Gi"}}}
 
 
 def follow(until: Any, timeout: float, load: ServiceLoad, canary_version: str) -> dict[str, Any]:
@@ -201,8 +200,11 @@ def main() -> int:
         t0 = time.monotonic()
         t_v3 = time.monotonic()
         kubectl("patch", "mdep", NAME, "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"model": model("v3")}}))
-        st = follow(lambda s: s.get("phase") == "Healthy" and (s.get("stable") or {}).get("bento") == "room_price:v3",
-                    300, load, versions["v3"])
+        st = follow(lambda s: s.get("phase") in ("RolledBack", "Failed") or (
+            s.get("phase") == "Healthy" and (s.get("stable") or {}).get("bento") == "room_price:v3"), 300, load,
+            versions["v3"])
+        if st.get("phase") != "Healthy":
+            raise SystemExit(f"v3 was not promoted: {st.get('message')}")
         print(f"{GREEN}  promoted {time.monotonic() - t0:.1f}s after v3 was applied{RESET}")
         subprocess.run([sys.executable, "-m", "modeldeploy.cli", "status", NAME, "-n", NS], check=False)
         wait_until(lambda: "v1" not in kubectl("get", "pods", "-n", NS, "-o", "jsonpath={..image}"), 120,

@@ -43,8 +43,9 @@ class Images:
     versions: dict[str, str]      # "v1" -> model version the image's /predict reports
 
     def model(self, v: str, **extra: Any) -> dict[str, Any]:
-        """A spec.model for version `v` (extra: env, port, ...)."""
-        return {"image": self.models[v], "bento": f"room_price:{v}", "resources": RESOURCES, **extra}
+        """A spec.model for version `v` (extra: env, port, ...). `env` is always set: a merge patch
+        without it keeps the previous revision's (a fault injected into v2 would stay for v3)."""
+        return {"image": self.models[v], "bento": f"room_price:{v}", "resources": RESOURCES, "env": [], **extra}
 
 
 @pytest.fixture(scope="session")

@@ -150,8 +150,8 @@ def test_canary_returning_5xx_is_rolled_back_and_only_its_own_requests_fail(
     assert load.failures(since=t_after) == {} and set(load.by_version(since=t_after)) == {node_images.versions["v1"]}
     print(f"\nrolled back {rolled_back:.1f}s after the apply; failed requests by version: {fails}")
 
-    # The next, healthy revision is judged on its own series: v2's errors are still inside its
-    # first window (this rolled v3 back on a real cluster before queries selected the revision).
+    # The next, healthy revision is judged on its own series, not on the rolled-back v2's that
+    # may still be inside its first window (the queries select the revision).
     rk.patch("price", {"model": node_images.model("v3")})
     wait_for(lambda: rk.status("price").get("phase") in ("RolledBack", "Failed")
              or (rk.status("price").get("stable", {}).get("image", "").endswith(":v3")
