@@ -102,7 +102,7 @@ class ServiceLoad:
     rate_per_second: float = 40.0
     max_seconds: float = 240.0
     max_requests: int = 20000
-    # (time.monotonic(), version or "-" when nothing answered, HTTP status or 0 for a transport error)
+    # (time.monotonic(), version or "-<error>" when nothing answered, HTTP status or 0 for a transport error)
     records: list[tuple[float, str, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -121,8 +121,8 @@ class ServiceLoad:
                 try:
                     r = client.post(self.url + "/predict", json=ROW)
                     rec = (time.monotonic(), r.headers.get("x-model-version", "-"), r.status_code)
-                except httpx.HTTPError:
-                    rec = (time.monotonic(), "-", 0)
+                except httpx.HTTPError as e:  # no answer: "-" and what went wrong (ConnectError, ReadTimeout, ...)
+                    rec = (time.monotonic(), f"-{type(e).__name__}", 0)
                 self.records.append(rec)  # list.append is atomic under the GIL
                 self._stop.wait(interval)
 
@@ -148,7 +148,7 @@ class ServiceLoad:
         return 100.0 * sum(1 for r in recs if r[1] == version) / len(recs) if recs else None
 
     def failures(self, since: float = 0.0, until: float = float("inf")) -> dict[str, int]:
-        """Failed requests per version ("-": no answer at all: refused, reset, timed out)."""
+        """Failed requests per version ("-ConnectError", "-ReadTimeout", ...: no answer at all)."""
         return {v: c["failed"] for v, c in self.by_version(since, until).items() if c["failed"]}
 
 

@@ -164,6 +164,11 @@ class FaultInjectionMiddleware:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if self.error_rate and random.random() < self.error_rate:
+            # Read the request first: a server that closes with unread bytes in the socket sends a
+            # TCP reset, and a client sees "connection reset" instead of this 500.
+            message = await receive()
+            while message.get("type") == "http.request" and message.get("more_body"):
+                message = await receive()
             body = json.dumps({"error": f"injected fault ({config.ENV_FAULT_ERROR_RATE}={self.error_rate:g})"}).encode()
             await send_with_version({"type": "http.response.start", "status": 500,
                                      "headers": [(b"content-type", b"application/json"),

@@ -237,8 +237,10 @@ def test_scrape_config_relabels_track_labels(prometheus: Callable[..., Any], met
         assert labels["stable"]["pod"] == "room-price-stable-0"
         assert not any(k.startswith("__") and k != "__name__" for s in series for k in s["metric"])
         # the operator's own analysis selector finds exactly the canary's series
-        got = prom.query(f"bentoml_service_request_total{{{selector('models', 'room-price', 'canary')}}}")
+        got = prom.query(f"bentoml_service_request_total{{{selector('models', 'room-price', 'canary', 'def456')}}}")
         assert [s["metric"]["pod"] for s in got] == ["room-price-canary-0"]
+        # ... and none of another revision's
+        assert prom.query(f"bentoml_service_request_total{{{selector('models', 'room-price', 'canary', 'abc')}}}") == []
         # the pod not managed by modeldeploy was dropped
         assert len(prom.api("/api/v1/targets")["data"]["activeTargets"]) == 2
     finally:

@@ -160,8 +160,11 @@ def test_still_healthy_after_bad_requests(client):
 
 def test_fault_injection_counts_as_500_and_adds_latency(tiny_artifact):
     env = {"MODELDEPLOY_FAULT_ERROR_RATE": "1.0", "MODELDEPLOY_FAULT_LATENCY_MS": "200"}
-    with serve_subprocess(tiny_artifact, env=env) as s, httpx.Client(base_url=s.url, timeout=30) as c:
-        answers = [c.post("/predict", json={"rows": [[50, 3, 1]]}) for _ in range(5)]
+    # A new connection per request, as a client behind a Service: an injected 500 that left the request
+    # body unread made the server reset the connection instead of answering.
+    with serve_subprocess(tiny_artifact, env=env) as s, \
+            httpx.Client(base_url=s.url, timeout=30, headers={"Connection": "close"}) as c:
+        answers = [c.post("/predict", json={"rows": [[50, 3, 1]] * 50}) for _ in range(5)]
         assert [a.status_code for a in answers] == [500] * 5
         assert all(a.headers.get("x-model-version") for a in answers)  # a failing version names itself too
         assert c.post("/explain", json={"rows": [[50, 3, 1]]}).status_code == 200  # only /predict is faulted
