@@ -153,9 +153,15 @@ def test_canary_returning_5xx_is_rolled_back_and_only_its_own_requests_fail(
     # The next, healthy revision is judged on its own series, not on the rolled-back v2's that
     # may still be inside its first window (the queries select the revision).
     rk.patch("price", {"model": node_images.model("v3")})
-    wait_for(lambda: rk.status("price").get("phase") in ("RolledBack", "Failed")
-             or (rk.status("price").get("stable", {}).get("image", "").endswith(":v3")
-                 and rk.status("price").get("phase") == "Healthy"), 180, what="v3 decided")
+    wait_for(lambda: (rk.status("price").get("canary") or {}).get("image", "").endswith(":v3"), 60,
+             what="v3 canary started")
+
+    def v3_decided() -> bool:
+        st = rk.status("price")
+        return st.get("phase") in ("RolledBack", "Failed") or (
+            st.get("phase") == "Healthy" and st.get("stable", {}).get("image", "").endswith(":v3"))
+
+    wait_for(v3_decided, 180, what="v3 promoted or rolled back")
     assert rk.status("price")["phase"] == "Healthy", rk.status("price").get("message")
 
 
