@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -117,6 +118,25 @@ class RealCluster(Cluster):
     def service_url(self, name: str) -> str:
         svc = self.core.read_namespaced_service(name, self.ns)
         return f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
+
+    def wait_service_answers(self, name: str, timeout: float = 30) -> str:
+        """The Service's URL once its VIP answers (kube-proxy programs a new Service within a second or so)."""
+        url = self.service_url(name)
+
+        def answers() -> bool:
+            try:
+                return httpx.get(url + "/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, timeout, what=f"{url} answering (kube-proxy programmed the VIP)")
+        return url
+
+    def events_text(self) -> str:
+        """Every Event in the namespace, oldest first (for failure messages)."""
+        evs = sorted(self.core.list_namespaced_event(self.ns).items,
+                     key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+        return "\n".join(f"{e.last_timestamp} {e.involved_object.name} {e.reason}: {e.message}" for e in evs)
 
     def status(self, name: str) -> dict[str, Any]:
         return self.get(name).get("status", {})  # type: ignore[no-any-return]

@@ -52,9 +52,8 @@ def scenario(rk: RealCluster, node_images: Images, prometheus_sd: PrometheusServ
                               if t["health"] == "up"]) == 2, 60, what="both v1 pods discovered and scraped")
         if not load:
             return None
-        gen = ServiceLoad(rk.service_url(name), max_seconds=200).start()
+        gen = ServiceLoad(rk.wait_service_answers(name), max_seconds=200).start()
         loads.append(gen)
-        wait_for(lambda: gen.by_version(), 30, what="first answers through the Service")
         return gen
 
     try:
@@ -143,7 +142,9 @@ def test_canary_returning_5xx_is_rolled_back_and_only_its_own_requests_fail(
     assert incluster_operator.counter(f'modeldeploy_rollbacks_total{{name="price",namespace="{rk.ns}"}}') == 1
     # Only the faulty version's own answers failed: none of v1's, none without an answer.
     fails = load.failures(since=t_apply)
-    assert set(fails) == {node_images.versions["v2"]}, load.by_version(since=t_apply)
+    no_answer = [(round(t - t_apply, 1), v) for t, v, code in load.window(t_apply) if code == 0]
+    assert set(fails) == {node_images.versions["v2"]}, (load.by_version(since=t_apply), no_answer,
+                                                        f"rolled back at {rolled_back:.1f}s", rk.events_text())
     t_after = time.monotonic()
     wait_for(lambda: sum(c["ok"] for c in load.by_version(since=t_after).values()) >= 40, 30,
              what="40 more answers")

@@ -44,8 +44,7 @@ def test_model_pods_run_restricted_and_serve_through_the_service(rk: RealCluster
         assert status.container_id.startswith("containerd://") and status.ready
         assert status.image.endswith("room-price:v1")
         assert p.spec.security_context.run_as_user == 1034  # BentoML's user, numeric for runAsNonRoot
-    url = rk.service_url("price")
-    wait_for(lambda: _answers(url), 30, what=f"{url} answering (kube-proxy programmed the VIP)")
+    url = rk.wait_service_answers("price")
     versions = set()
     with httpx.Client(timeout=5, headers={"Connection": "close"}) as c:
         for _ in range(20):
@@ -71,9 +70,3 @@ def test_pods_elsewhere_stay_on_kwok(api_client: client.ApiClient, namespace: st
                     what="the pod scheduled")
     assert pods[0].spec.node_name == "kwok-node-0"
 
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
