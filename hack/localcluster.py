@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from images import pause_image
 from localnet import FAKE_POD_CIDR, NODE_IP, PodNetwork
 from localnode import NODE_NAME as REAL_NODE
 from localnode import RealNode, leftover_cgroups
@@ -105,7 +106,7 @@ class LocalCluster:
 
     def real_node(self, bins: Path | None = None) -> RealNode:
         return RealNode(self.state_dir, bins or self.bins or bin_dir(), self._start,
-                        lambda name: self._stop(name))
+                        self._stop)
 
     # -- state -----------------------------------------------------------------------------
     def load(self) -> bool:
@@ -294,8 +295,6 @@ class LocalCluster:
 
     def _start_node(self, bins: Path, timeout: float) -> None:
         """containerd (with the pause image), kubelet and kube-proxy; wait until pods can run and reach us."""
-        from images import pause_image
-
         node = self.real_node(bins)
         node.prepare()
         node.start_containerd()

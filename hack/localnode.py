@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pki
-from images import CACHE
+from images import CACHE, import_image
 from localnet import BRIDGE, CLUSTER_CIDR, NODE_IP, POD_SUBNET, SERVICE_CIDR
 
 NODE_NAME = "modeldeploy-node"
@@ -198,8 +198,6 @@ class RealNode:
 
     def import_image(self, archive: Path) -> list[str]:
         """Make an image archive (hack/images.py) available to the kubelet; return its names."""
-        from images import import_image
-
         return import_image(archive, str(self.socket))
 
     def start_kubelet(self, server: str, healthz_port: int) -> None:

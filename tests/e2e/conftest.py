@@ -12,7 +12,6 @@ Fixtures, all real:
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -146,6 +145,3 @@ class RealCluster(Cluster):
 def rk(api_client: client.ApiClient, real_ns: str, incluster_operator: InClusterOperator) -> RealCluster:
     return RealCluster(api_client, real_ns)
 
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=1, default=str)[:4000]
