@@ -372,13 +372,23 @@ class LocalCluster:
         return PodNetwork.leftovers() + leftover_cgroups()
 
     def install_crd(self, path: Path, name: str, timeout: float = 60.0) -> None:
-        """`kubectl apply --server-side` a CRD file and wait until `name` is Established."""
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
-        for argv in (["kubectl", "apply", "--server-side", "-f", str(path)],
-                     ["kubectl", "wait", "--for=condition=Established", f"crd/{name}", f"--timeout={timeout:.0f}s"]):
-            out = subprocess.run(argv, env=env, capture_output=True, text=True)
-            if out.returncode != 0:
-                raise RuntimeError(f"{' '.join(argv)} failed: {out.stderr}")
+        """`kubectl apply --server-side` a CRD file and wait until `name` is Established.
+
+        Polled here rather than with `kubectl wait`, which fails at once ("accessor error: <nil>")
+        when it reads the CRD before the API server has written any condition.
+        """
+        argv = ["kubectl", "apply", "--server-side", "-f", str(path)]
+        out = subprocess.run(argv, env=dict(os.environ, KUBECONFIG=str(self.kubeconfig)), capture_output=True,
+                             text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {out.stderr}")
+
+        def established() -> bool:
+            code, body = self.api_get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            conds = json.loads(body).get("status", {}).get("conditions") or [] if code == 200 else []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+        wait_until(established, timeout, f"CRD {name} Established", error=RuntimeError)
 
     def rss_mib(self) -> dict[str, float]:
         """Resident memory of each control-plane process, from /proc."""
