@@ -73,11 +73,6 @@ def write_sysctls(values: dict[str, str]) -> None:
                 _sysctl_path(key).write_text(value + "\n")
 
 
-def external_interfaces() -> list[str]:
-    """Every interface but loopback and our bridge (veths of our pods included is harmless)."""
-    return sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name not in ("lo", BRIDGE))
-
-
 def check_no_overlap() -> None:
     """Refuse to start when the host already uses addresses in the ranges we are about to route."""
     ours = [ipaddress.ip_network(c) for c in (CLUSTER_CIDR, SERVICE_CIDR, FAKE_POD_CIDR)]
