@@ -36,7 +36,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     kwok's fake node and the real node. Its teardown fails the session if the machine is not left
     as it was found (bridge, iptables chains, cgroups, sysctls)."""
     sysctls = read_sysctls()
-    c = LocalCluster(state_dir=tmp_path_factory.mktemp("cluster"))
+    # MODELDEPLOY_TEST_NODE=0: control plane and kwok only (no root, no pod bridge), for running
+    # control-plane tests while another session owns the machine's real node. CI never sets it.
+    with_node = os.environ.get("MODELDEPLOY_TEST_NODE", "1") != "0"
+    c = LocalCluster(state_dir=tmp_path_factory.mktemp("cluster"), node=with_node)
     try:
         c.up()
         yield c
