@@ -1,0 +1,222 @@
+"""The controller: event intake, workers, and one reconcile = observe -> measure -> plan -> execute.
+
+kopf stays the event source (watch streams, reconnects); this module decides *when* to reconcile
+(the work queue, resyncs, backoff, which replica is active); `reconcile.plan` decides *what* to
+do; the collaborators do the I/O, each found in one hop:
+
+    queue.WorkQueue ........ dedup, delays, one worker per key
+    observe.Observer ....... what the cluster holds (cached reads)
+    analysis.AnalysisRunner  metric queries when the engine says a measurement is due
+    executor.Executor ...... status, objects, Events, metrics, as the plan says
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from modeldeploy import KIND, opmetrics
+from modeldeploy.api import ModelDeployment, Phase
+from modeldeploy.config import Settings
+from modeldeploy.controller.analysis import AnalysisRunner
+from modeldeploy.controller.executor import Executor
+from modeldeploy.controller.observe import Observer
+from modeldeploy.controller.queue import Key, WorkQueue
+from modeldeploy.k8s import Kube
+from modeldeploy.reconcile import plan
+from modeldeploy.resources.common import child_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Result:
+    requeue_after: float | None = None  # seconds; None = only on the next event or resync
+    error: bool = False                 # an exception: retry with exponential backoff
+    backoff: bool = False               # a semantic problem: retry with exponential backoff
+
+
+class Controller:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.observer = Observer(kube)
+        self.analysis = AnalysisRunner(kube)
+        self.executor = Executor(kube)
+        self.queue = WorkQueue()
+        self.known: set[Key] = set()
+        self.failures: dict[Key, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
+        self.started = False
+        # resourceVersion of our own last write per object: its watch event needs no reconcile.
+        self.own_writes: dict[Key, str] = {}
+        # With peering, only the highest-priority live replica reconciles (see `is_active_peer`).
+        self.active = not settings.peering
+
+    # -- event intake (called from kopf handlers, on the event loop) ----------------------------
+    def enqueue(self, namespace: str, name: str, resource_version: str | None = None, delay: float = 0.0) -> None:
+        """Queue a reconcile, unless the event is only the echo of our own last write."""
+        key = (namespace, name)
+        if resource_version is not None and self.own_writes.get(key) == resource_version:
+            return
+        self.known.add(key)
+        opmetrics.MANAGED.set(len(self.known))
+        if delay > 0:
+            self.queue.add_after(key, delay)
+        else:
+            self.queue.add(key)
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self.known.discard(key)
+        self.own_writes.pop(key, None)
+        self.kube.forget_names(namespace, child_names(name))
+        self.failures.pop(key, None)
+        self.queue.forget(key)
+        opmetrics.MANAGED.set(len(self.known))
+        for phase in Phase:
+            with contextlib.suppress(KeyError):  # never exported for this object
+                opmetrics.PHASE.remove(namespace, name, phase.value)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.settings.workers)]
+        self._tasks.append(asyncio.create_task(self._resync()))
+        if self.settings.peering:
+            self._tasks.append(asyncio.create_task(self._peering_gate()))
+        self.started = True
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.started = False
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            for key in list(self.known):
+                self.queue.add(key)
+
+    async def _peering_gate(self) -> None:
+        """Follow kopf's peering object: work only while we are the highest-priority live replica.
+
+        kopf pauses a lower-priority replica's watch streams, but our own resync loop and
+        requeues would keep going; this gate stops them too, so two replicas never both write.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                active = await loop.run_in_executor(None, self.is_active_peer)
+            except Exception as e:  # an API blip must not flip leadership: keep the last answer
+                log.warning("peering check failed: %s", e)
+                active = self.active
+            if active != self.active:
+                log.info("peering: this replica is now %s", "active" if active else "standing by")
+                self.active = active
+                if active:
+                    for key in list(self.known):
+                        self.queue.add(key)
+            await asyncio.sleep(3)
+
+    def is_active_peer(self) -> bool:
+        cfg = self.settings
+        obj = self.kube.get_peering(cfg.peering, cfg.namespaces[0] if cfg.namespaces else None)
+        if obj is None:
+            return False
+        now = datetime.now(UTC)
+        mine = False
+        for identity, info in (obj.get("status") or {}).items():
+            if not isinstance(info, dict):
+                continue
+            lastseen = datetime.fromisoformat(str(info.get("lastseen")))
+            if lastseen.tzinfo is None:
+                lastseen = lastseen.replace(tzinfo=UTC)
+            if (now - lastseen).total_seconds() > float(info.get("lifetime", 60)):
+                continue  # dead peer
+            if identity == cfg.peering_identity:
+                mine = True
+            elif int(info.get("priority", 0)) >= cfg.peering_priority:
+                return False
+        return mine
+
+    async def _worker(self, _: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self.queue.get()
+            if not self.active:  # standing by: the active replica handles it
+                self.queue.done(key)
+                continue
+            try:
+                result = await loop.run_in_executor(self._pool, self.reconcile, key)
+            finally:
+                self.queue.done(key)
+            if result.error or result.backoff:
+                n = self.failures.get(key, 0) + 1
+                self.failures[key] = n
+                delay = min(self.settings.backoff_base_seconds * 2 ** (n - 1), self.settings.backoff_max_seconds)
+                self.queue.add_after(key, delay)
+                continue
+            self.failures.pop(key, None)
+            if result.requeue_after is not None:  # e.g. the next canary analysis is due then
+                self.queue.add_after(key, result.requeue_after)
+
+    # -- one reconcile (in a worker thread) ------------------------------------------------------
+    def reconcile(self, key: Key) -> Result:
+        t0 = time.perf_counter()
+        try:
+            result = self._reconcile(key)
+            opmetrics.RECONCILES.labels("backoff" if result.backoff else "ok").inc()
+            return result
+        except ApiException as e:
+            if e.status == 403 and "NamespaceTerminating" in str(e.body):
+                opmetrics.RECONCILES.labels("ok").inc()
+                return Result()  # the namespace is going away, and this object with it
+            opmetrics.RECONCILES.labels("error").inc()
+            opmetrics.RECONCILE_ERRORS.labels(f"ApiException{e.status}").inc()
+            log.warning("reconcile %s/%s: API error %s %s: %s", *key, e.status, e.reason, str(e.body)[:500])
+            return Result(error=True)
+        except Exception as e:  # never let one object take the loop down; back off and retry
+            opmetrics.RECONCILES.labels("error").inc()
+            opmetrics.RECONCILE_ERRORS.labels(type(e).__name__).inc()
+            log.exception("reconcile %s/%s failed", *key)
+            return Result(error=True)
+        finally:
+            opmetrics.RECONCILE_DURATION.observe(time.perf_counter() - t0)
+
+    def _reconcile(self, key: Key) -> Result:
+        namespace, name = key
+        body = self.kube.get(KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return Result()  # gone or going: owner references let the GC remove the children
+        try:
+            md = ModelDeployment.model_validate(body)
+        except ValidationError as e:
+            # The CRD schema should make this impossible; if it happens, say so and do nothing.
+            msg = f"spec does not match the operator's model: {e.errors()[0]['msg']} at " \
+                  f"{'.'.join(str(x) for x in e.errors()[0]['loc'])}"
+            self.executor.degrade_invalid(body, msg)
+            return Result(backoff=True)
+
+        observed = self.observer.observe(md)
+        now = datetime.now(UTC).replace(microsecond=0)
+        analysis = self.analysis.run_analysis(md, observed, now)
+        p = plan(md, observed, now, analysis)
+        written = self.executor.run(md, body, p)
+        if written is not None:
+            self.own_writes[key] = written
+        if observed.problems:
+            return Result(requeue_after=self.settings.backoff_base_seconds, backoff=True)
+        if p.requeue_after is not None:
+            return Result(requeue_after=p.requeue_after)
+        return Result()

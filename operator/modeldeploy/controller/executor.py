@@ -1,0 +1,88 @@
+"""The executor: carries out a `reconcile.Plan` through `k8s.Kube`, and nothing more.
+
+It makes no decision: the plan says which objects to apply, scale or delete, which status to
+write, which Events to post; the executor writes them in the plan's order (status first: it is
+the record of the rollout state, so a crash after it re-derives the same objects) and exports
+the operator's own metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from modeldeploy import KIND, opmetrics
+from modeldeploy.api import ModelDeployment, Phase
+from modeldeploy.k8s import Kube
+from modeldeploy.reconcile import Plan, status_changed
+
+log = logging.getLogger(__name__)
+
+
+class Executor:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def run(self, md: ModelDeployment, body: dict, p: Plan) -> str | None:
+        """Carry out the plan; returns the resourceVersion of our status write, if one was made."""
+        namespace, name = md.namespace, md.name
+        written_rv = None
+        # Status first: it is the record of the rollout state. If we crash after this, the next
+        # reconcile re-derives the same objects from it; the other order could repeat a step.
+        if status_changed(md.status, p.status):
+            log.info("%s/%s: %s -> %s: %s", namespace, name, md.status.phase.value, p.status.phase.value,
+                     p.status.message)
+            written = self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
+            written_rv = str(written.get("metadata", {}).get("resourceVersion", ""))
+        self.execute(md, body, p)
+        for ev in p.events:
+            self.kube.event(body, ev.type, ev.reason, ev.message)
+        self.export_metrics(md, p)
+        d = p.decision
+        if d is not None and d.consume:
+            self.kube.patch_merge(KIND, namespace, name, {"metadata": {"annotations": {a: None for a in d.consume}}})
+        return written_rv
+
+    def execute(self, md: ModelDeployment, body: dict, p: Plan) -> None:
+        namespace, name = md.namespace, md.name
+        created: list[str] = []
+        for action in p.actions:
+            if action.verb == "apply":
+                assert action.body is not None
+                self.kube.apply(action.body)
+                log.info("%s/%s: %s %s %s", namespace, name, "created" if action.new else "updated", action.kind,
+                         action.name)
+                if action.new:
+                    created.append(f"{action.kind} {action.name}")
+                elif action.kind == "Deployment":
+                    self.kube.event(body, "Normal", "UpdatedDeployment",
+                                    f"updated Deployment {action.name} to match the spec")
+            elif action.verb == "scale":
+                assert action.body is not None
+                self.kube.patch_merge(action.kind, namespace, action.name, action.body)
+                log.info("%s/%s: scaled %s %s to 0", namespace, name, action.kind, action.name)
+            else:
+                self.kube.delete(action.kind, namespace, action.name)
+                log.info("%s/%s: deleted %s %s", namespace, name, action.kind, action.name)
+        if created:  # one Event for everything created in this pass
+            self.kube.event(body, "Normal", "Created", "created " + ", ".join(created))
+
+    def export_metrics(self, md: ModelDeployment, p: Plan) -> None:
+        ns, name = md.namespace, md.name
+        for phase in Phase:
+            opmetrics.PHASE.labels(ns, name, phase.value).set(1 if phase == p.status.phase else 0)
+        opmetrics.CANARY_WEIGHT.labels(ns, name).set(p.status.canary_weight)
+        d = p.decision
+        if d is None:
+            return
+        if d.promoted:
+            opmetrics.PROMOTIONS.labels(ns, name).inc()
+        if d.rolled_back:
+            opmetrics.ROLLBACKS.labels(ns, name).inc()
+
+    def degrade_invalid(self, body: dict, message: str) -> None:
+        meta = body["metadata"]
+        status = dict(body.get("status") or {})
+        if status.get("phase") == Phase.DEGRADED.value and status.get("message") == message:
+            return
+        self.kube.patch_status(meta["namespace"], meta["name"], {"phase": Phase.DEGRADED.value, "message": message})
+        self.kube.event(body, "Warning", "InvalidSpec", message)
