@@ -258,6 +258,15 @@ class Analysis(_Model):
                                                 "marked Failed (the canary keeps its weight).")
     error_limit: int = Field(default=3, ge=1, le=100,
                              description="Consecutive metric-provider errors before rolling back.")
+    measurement_interval: str = Field(
+        default="5s", pattern=DURATION_RE, max_length=16,
+        description="How often the canary is measured within a step (fail fast): a failure that is already "
+                    "certain rolls the canary back at once instead of at the end of the step. Capped at "
+                    "canary.interval; a step still passes only at its end.")
+    confidence: float = Field(
+        default=0.99, ge=0.5, le=0.9999,
+        description="Confidence at which a failure counts as certain before the end of a step (error-rate: a "
+                    "one-sided Wilson bound on the canary's request counts, spread over the step's measurements).")
 
 
 class Rollout(_Model):
@@ -349,11 +358,26 @@ class AnalysisRecord(_StatusModel):
                                                                                "or Error.")
     message: str = Field(default="", description="Why this verdict.")
     time: str = Field(description="RFC 3339 time of the analysis.")
+    confidence: float | None = Field(default=None, description="Confidence the verdict reached (statistical "
+                                                               "checks), e.g. 0.99.")
+    early: bool = Field(default=False, description="Decided by an in-step measurement before the step's end.")
+
+
+class ManualRequest(_StatusModel):
+    action: Literal["promote", "abort"] = Field(description="promote or abort.")
+    value: str = Field(default="", description="The annotation's value: a canary revision hash binds the request "
+                                               "to that canary; any other value to the canary running when it "
+                                               "was seen.")
+    revision: str | None = Field(default=None, description="The canary revision it acted on (null: ignored).")
+    result: Literal["Applied", "Ignored"] = Field(description="Applied or Ignored.")
+    reason: str = Field(default="", description="Why.")
+    time: str = Field(description="RFC 3339 time it was handled.")
 
 
 class HistoryEntry(_StatusModel):
     revision: Revision = Field(description="The revision.")
-    result: str = Field(description="Healthy, RolledBack, Superseded or Failed.")
+    result: str = Field(description="Superseded (served as stable, then replaced), Cancelled (a canary replaced "
+                                    "before it finished), RolledBack or Failed.")
     reason: str = Field(default="", description="Why it ended so.")
     time: str = Field(description="RFC 3339 time it ended so.")
 
@@ -377,6 +401,14 @@ class ModelDeploymentStatus(_StatusModel):
     inconclusive_checks: int = Field(default=0, description="Inconclusive analyses in a row.")
     provider_errors: int = Field(default=0, description="Metric-provider errors in a row.")
     step_started_at: str | None = Field(default=None, description="RFC 3339 time the current step began.")
+    step_ready_at: str | None = Field(default=None, description="RFC 3339 time the current step's analysis window "
+                                                                "began (the canary's pods ready at its size).")
+    probe_failures: int = Field(default=0, description="In-step measurements in a row that failed a check "
+                                                       "judged by its value (two in a row fail the step early).")
+    last_request: ManualRequest | None = Field(default=None, description="The last promote/abort request "
+                                                                         "handled, and what came of it.")
+    routing: list[str] = Field(default_factory=list, description="Routing objects this operator created "
+                                                                 "(Kind/name), so a router switch removes them.")
     failed_revisions: list[str] = Field(default_factory=list, description="Hashes not retried until the "
                                                                           "spec changes.")
     last_analysis: list[AnalysisRecord] = Field(default_factory=list, description="Most recent analyses, "

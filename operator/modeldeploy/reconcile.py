@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from modeldeploy import KIND
 from modeldeploy.api import (
     Condition,
     HistoryEntry,
@@ -45,11 +46,13 @@ class Observed:
     routing: dict[tuple[str, str], Obj | None] = field(default_factory=dict)
     # Semantic problems found by looking things up (e.g. a referenced Secret that is missing).
     problems: list[str] = field(default_factory=list)
+    # When the canary was last measured within its step (the controller's memory; None after a restart).
+    last_probe_at: datetime | None = None
 
 
 @dataclass
 class Action:
-    verb: Literal["apply", "delete", "scale"]
+    verb: Literal["apply", "delete", "scale", "patch"]  # scale/patch: a merge patch
     kind: str
     name: str
     body: Obj | None = None
@@ -139,13 +142,17 @@ def set_condition(conditions: list[Condition], new: Condition, now: str) -> list
 
 def view_of(md: ModelDeployment, observed: Observed) -> View:
     dep = observed.canary
-    ready = stuck = False
+    ready = available = stuck = False
     if dep is not None and md.status.canary is not None and _template_hash(dep) == md.status.canary.hash:
         rs = rollout_state(dep)
         ready = rs.rolled_out and rs.desired > 0
+        # Ready pods of this template only: right after a re-template the ReplicaSet of the old
+        # revision may still have ready pods (updatedReplicas counts the new one's).
+        available = rs.desired > 0 and rs.ready > 0 and rs.current_generation and \
+            min(rs.ready, rs.updated) > 0 and rs.replicas == rs.updated
         stuck = rs.deadline_exceeded
-    return View(canary_ready=ready, canary_stuck=stuck,
-                annotations=dict(md.metadata.get("annotations") or {}))
+    return View(canary_ready=ready, canary_available=available, canary_stuck=stuck, blocked=bool(observed.problems),
+                annotations=dict(md.metadata.get("annotations") or {}), last_probe_at=observed.last_probe_at)
 
 
 def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: AnalysisResult | None = None) -> Plan:
@@ -177,9 +184,11 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
     _want(build_pdb(md), observed.pdb, "PodDisruptionBudget", md.name, actions)
 
     # Routing first (on rollback the weight goes to 0 before the canary pods go), then canary pods.
-    desired_routing = {(o["kind"], o["metadata"]["name"]): o for o in router.objects(md, decision.weight)}
-    for key, have in observed.routing.items():
-        _want(desired_routing.get(key), have, key[0], key[1], actions)
+    # Objects a previous router made (status.routing) and the current one does not want are deleted.
+    desired_routing = {(o["kind"], o["metadata"]["name"]): o for o in router.objects(md, decision.route_weight)}
+    for key in sorted(set(desired_routing) | set(observed.routing)):
+        _want(desired_routing.get(key), observed.routing.get(key), key[0], key[1], actions)
+    status.routing = sorted(f"{k}/{n}" for k, n in desired_routing)
     canary_name = deployment_name(md, "canary")
     if decision.canary_model is not None and not blocked:
         replicas = router.canary_replicas(current_stable, decision.weight)
@@ -191,8 +200,19 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
     # Weight as achieved (replicas router: ready pod ratio; L7 routers: the route's weight).
     canary_ready = int(((observed.canary or {}).get("status") or {}).get("readyReplicas") or 0)
     stable_ready = int(((observed.stable or {}).get("status") or {}).get("readyReplicas") or 0)
-    status.canary_weight = router.achieved_weight(decision.weight, stable_ready, canary_ready) \
-        if decision.canary_model is not None else 0
+    status.canary_weight = router.achieved_weight(decision.route_weight, stable_ready, canary_ready) \
+        if decision.canary_model is not None and not blocked else 0
+
+    # What the writes will say: one Event for everything created in this pass, one per updated Deployment.
+    created = [f"{a.kind} {a.name}" for a in actions if a.verb == "apply" and a.new]
+    if created:
+        events.append(Event("Normal", "Created", "created " + ", ".join(created)))
+    for a in actions:
+        if a.verb == "apply" and not a.new and a.kind == "Deployment":
+            events.append(Event("Normal", "UpdatedDeployment", f"updated Deployment {a.name} to match the spec"))
+    if decision.consume:  # requests handled (applied or ignored): removed after the status is written
+        actions.append(Action("patch", KIND, md.name,
+                              {"metadata": {"annotations": {a: None for a in decision.consume}}}))
 
     status.observed_generation = gen
     status.selector = f"{LABEL_NAME}={md.name},{LABEL_TRACK}=stable"

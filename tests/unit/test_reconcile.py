@@ -58,7 +58,8 @@ def test_new_object_creates_deployment_and_service_and_is_pending() -> None:
     assert p.status.selector == "modeldeploy.io/name=room-price,modeldeploy.io/track=stable"
     cond = {c.type: c for c in p.status.conditions}
     assert cond["Ready"].status == "False" and cond["Progressing"].status == "True"
-    assert [e.reason for e in p.events] == []  # Pending is the initial phase: nothing to announce yet
+    # Pending is the initial phase: nothing to announce but what was created (one Event for all).
+    assert [e.reason for e in p.events] == ["Created"]
 
 
 def test_steady_state_writes_nothing_and_is_idempotent() -> None:

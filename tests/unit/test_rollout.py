@@ -52,6 +52,7 @@ class World:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.now = T0
         self.last: Plan | None = None
+        self.keep_annotations = False  # a crash between the status write and the annotation removal
 
     @property
     def md(self) -> ModelDeployment:
@@ -60,9 +61,12 @@ class World:
     def observed(self) -> Observed:
         name = self.body["metadata"]["name"]
         get = self.objects.get
+        main = {("Deployment", name), ("Deployment", f"{name}-canary"), ("Service", name),
+                ("HorizontalPodAutoscaler", name), ("PodDisruptionBudget", name)}
         return Observed(stable=get(("Deployment", name)), canary=get(("Deployment", f"{name}-canary")),
                         service=get(("Service", name)), hpa=get(("HorizontalPodAutoscaler", name)),
-                        pdb=get(("PodDisruptionBudget", name)))
+                        pdb=get(("PodDisruptionBudget", name)),
+                        routing={k: v for k, v in self.objects.items() if k not in main})
 
     def step(self, analysis: AnalysisResult | None = None, advance: float = 0.0, ready: bool = True) -> Plan:
         self.now += timedelta(seconds=advance)
@@ -75,10 +79,13 @@ class World:
                 self.objects[key] = copy.deepcopy(a.body)
             elif a.verb == "scale":
                 self.objects[key]["spec"]["replicas"] = 0
+            elif a.verb == "patch":  # annotations on the ModelDeployment itself
+                if not self.keep_annotations:
+                    for ann, v in a.body["metadata"]["annotations"].items():  # type: ignore[index]
+                        if v is None:
+                            self.body["metadata"].get("annotations", {}).pop(ann, None)
             else:
                 self.objects.pop(key, None)
-        for ann in p.decision.consume if p.decision else []:
-            self.body["metadata"].get("annotations", {}).pop(ann, None)
         if ready:
             self.roll_out()
         self.last = p
@@ -145,9 +152,9 @@ def test_healthy_canary_walks_the_steps_and_is_promoted() -> None:
     assert canary is not None and canary["spec"]["replicas"] == 1  # 4 * 10/90 -> 0.44 -> at least 1
     validate(canary)
     assert w.stable_image().endswith(":v1")
-    p = w.step()  # pods ready now: weight achieved = 1 / (4 + 1)
+    p = w.step()  # pods ready now: weight achieved = 1 / (4 + 1); the step's window starts
     assert w.status["canaryWeight"] == 20
-    assert p.requeue_after == pytest.approx(10)
+    assert p.requeue_after == pytest.approx(5)  # the first in-step measurement (measurementInterval 5s)
 
     # Analysis before the interval elapsed is not due: the controller passes none, nothing moves.
     w.step(advance=5)
@@ -312,13 +319,22 @@ def test_restart_resumes_from_status_alone() -> None:
     assert w.status["currentStep"] == 2
 
 
-def test_canary_not_ready_restarts_the_step_clock() -> None:
+def test_the_step_window_starts_when_the_canary_is_ready_and_flaps_do_not_restart_it() -> None:
     w = World()
     w.settle()
     w.set_model(V2)
     w.step(ready=False)
     w.step(advance=30, ready=False)
-    assert analysis_due_in(w.md, w.now) == pytest.approx(10)  # clock restarted: pods are not ready
+    assert analysis_due_in(w.md, w.now) is None  # no window yet: the pods are not ready
+    w.roll_out()
+    w.step()
+    assert analysis_due_in(w.md, w.now) == pytest.approx(10)
+    # An HPA rescale makes the canary briefly not ready, again and again: the window keeps its start.
+    for _ in range(3):
+        w.objects[("Deployment", "room-price-canary")]["status"]["readyReplicas"] = 0
+        w.step(advance=3, ready=False)
+        w.roll_out()
+    assert analysis_due_in(w.md, w.now) == pytest.approx(1)
 
 
 def test_replicas_router_math() -> None:

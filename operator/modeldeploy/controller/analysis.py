@@ -9,6 +9,7 @@ exception out of the reconcile.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 from datetime import datetime
 
@@ -17,11 +18,8 @@ from modeldeploy.api import MetricCheck, ModelDeployment, parse_duration
 from modeldeploy.k8s import Kube
 from modeldeploy.metrics import MetricProvider, ProviderError, queries
 from modeldeploy.metrics.prometheus import PrometheusProvider
-from modeldeploy.reconcile import Observed
-from modeldeploy.reconcile import view_of as plan_view
-from modeldeploy.resources.common import revision_hash
-from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse
-from modeldeploy.rollout.engine import analysis_due_in, fmt_time
+from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse, probe
+from modeldeploy.rollout.engine import MeasureRequest, View, fmt_time, measurement_due
 
 log = logging.getLogger(__name__)
 
@@ -29,41 +27,58 @@ log = logging.getLogger(__name__)
 class AnalysisRunner:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+        # When each object's canary was last probed: pacing only (after a restart, probing at once is fine).
+        self.last_probe: dict[tuple[str, str], datetime] = {}
 
-    def run_analysis(self, md: ModelDeployment, observed: Observed, now: datetime) -> AnalysisResult | None:
-        """Measure the canary when its step's analysis is due; None when nothing is due."""
-        due = analysis_due_in(md, now)
-        canary = md.status.canary
-        if due is None or due > 0 or canary is None or canary.hash != revision_hash(md.spec.model):
+    def measure(self, key: tuple[str, str], md: ModelDeployment, view: View, now: datetime) -> AnalysisResult | None:
+        """Take the measurement the engine says is due (None when nothing is)."""
+        req = measurement_due(md, view, now)
+        if req is None:
             return None
-        if not plan_view(md, observed).canary_ready:
-            return None
+        if req.kind == "probe":
+            self.last_probe[key] = now
+        result = self._measure(md, req, fmt_time(now))
+        result.kind, result.revision = req.kind, req.revision
+        ns, name = md.namespace, md.name
+        for rec in result.records:
+            opmetrics.ANALYSIS.labels(ns, name, rec.metric, rec.verdict).inc()
+        if req.kind == "step" or result.verdict == "Fail":
+            log.info("%s/%s: %s analysis %s: %s", ns, name, req.kind, result.verdict, result.reason)
+        return result
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.last_probe.pop(key, None)
+
+    def _measure(self, md: ModelDeployment, req: MeasureRequest, stamp: str) -> AnalysisResult:
         a = md.spec.rollout.analysis
-        stamp = fmt_time(now)
         if not a.metrics:
             return AnalysisResult("Pass", [], "no metrics configured: the step advanced on time")
-        interval = md.spec.rollout.canary.interval
-        ns, name = md.namespace, md.name
+        ns, name, rev, window = md.namespace, md.name, req.revision, req.window
         try:
             provider = self.provider_for(md)
         except ProviderError as e:
-            provider, setup_error = None, str(e)
-        measurements: list[Measurement] = []
-        requests: Measurement | None = None
-        if provider is None:
-            requests = Measurement(check=None, error=setup_error)
-        else:
-            requests = _measure(provider, None, queries.request_count(ns, name, "canary", canary.hash, interval))
-            for check in a.metrics:
-                promql = queries.render(check.query, namespace=ns, name=name, track="canary", revision=canary.hash,
-                                        interval=interval) if check.query else \
-                    queries.builtin(check.name, ns, name, "canary", canary.hash, interval)
-                measurements.append(_measure(provider, check, promql))
-        result = analyse(a, requests, measurements, stamp)
-        for rec in result.records:
-            opmetrics.ANALYSIS.labels(ns, name, rec.metric, rec.verdict).inc()
-        log.info("%s/%s: analysis %s: %s", ns, name, result.verdict, result.reason)
-        return result
+            err = Measurement(check=None, error=str(e))
+            return analyse(a, err, [], stamp) if req.kind == "step" else probe(a, err, None, [], stamp, req.alpha, 0)
+
+        def value_check(check: MetricCheck) -> Measurement:
+            promql = queries.render(check.query, namespace=ns, name=name, track="canary", revision=rev,
+                                    interval=window) if check.query else \
+                queries.builtin(check.name, ns, name, "canary", rev, window)
+            return _query(provider, check, promql)
+
+        if req.kind == "probe":
+            requests = _query(provider, None, queries.request_delta(ns, name, "canary", rev, window))
+            errors = None
+            if any(c.name == "error-rate" and c.query is None for c in a.metrics):
+                errors = _query(provider, None, queries.request_delta(ns, name, "canary", rev, window, errors=True))
+            values = [value_check(c) for c in a.metrics if not (c.name == "error-rate" and c.query is None)]
+            values += [Measurement(c) for c in a.metrics if c.name == "error-rate" and c.query is None]
+            return probe(a, requests, errors, values, stamp, req.alpha, md.status.probe_failures)
+        requests = _query(provider, None, queries.request_count(ns, name, "canary", rev, window))
+        targets = None
+        if requests.error is None and requests.value is None:  # no series at all: no traffic, or unseen pods?
+            targets = _query(provider, None, queries.targets(ns, name, "canary", rev))
+        return analyse(a, requests, [value_check(c) for c in a.metrics], stamp, targets=targets)
 
     def provider_for(self, md: ModelDeployment) -> MetricProvider:
         prom = md.spec.rollout.analysis.prometheus
@@ -74,16 +89,24 @@ class AnalysisRunner:
             secret = self.kube.get("Secret", md.namespace, prom.secret_ref.name)
             if secret is None:
                 raise ProviderError(f"Secret {prom.secret_ref.name!r} (analysis.prometheus.secretRef) not found")
-            data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+            try:
+                data = {k: base64.b64decode(v, validate=True).decode() for k, v in (secret.get("data") or {}).items()}
+            except (binascii.Error, UnicodeDecodeError) as e:
+                raise ProviderError(f"Secret {prom.secret_ref.name!r} (analysis.prometheus.secretRef) has a value "
+                                    f"that is not UTF-8 text: {type(e).__name__}") from None
             kwargs = {"token": data.get("token"), "username": data.get("username"),
                       "password": data.get("password"), "ca_pem": data.get("ca.crt")}
         return PrometheusProvider(prom.address, timeout=parse_duration(prom.timeout),
                                   insecure_skip_verify=prom.insecure_skip_verify, **kwargs)
 
 
-def _measure(provider: MetricProvider, check: MetricCheck | None, promql: str) -> Measurement:
+def _query(provider: MetricProvider, check: MetricCheck | None, promql: str) -> Measurement:
+    """One query; every failure, whatever raised it, is an error measurement with a message."""
     try:
         return Measurement(check=check, value=provider.query(promql))
     except ProviderError as e:
         return Measurement(check=check, error=str(e))
+    except Exception as e:  # a provider bug must still be "not a success", never a failed reconcile
+        log.exception("metric provider failed on %s", promql)
+        return Measurement(check=check, error=f"provider failed: {type(e).__name__}: {e}"[:300])
 

@@ -31,7 +31,7 @@ from modeldeploy.controller.executor import Executor
 from modeldeploy.controller.observe import Observer
 from modeldeploy.controller.queue import Key, WorkQueue
 from modeldeploy.k8s import Kube
-from modeldeploy.reconcile import plan
+from modeldeploy.reconcile import plan, view_of
 from modeldeploy.resources.common import child_names
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class Controller:
         self.own_writes.pop(key, None)
         self.kube.forget_names(namespace, child_names(name))
         self.failures.pop(key, None)
+        self.analysis.forget(key)
         self.queue.forget(key)
         opmetrics.MANAGED.set(len(self.known))
         for phase in Phase:
@@ -209,8 +210,9 @@ class Controller:
             return Result(backoff=True)
 
         observed = self.observer.observe(md)
+        observed.last_probe_at = self.analysis.last_probe.get(key)
         now = datetime.now(UTC).replace(microsecond=0)
-        analysis = self.analysis.run_analysis(md, observed, now)
+        analysis = self.analysis.measure(key, md, view_of(md, observed), now)
         p = plan(md, observed, now, analysis)
         written = self.executor.run(md, body, p)
         if written is not None:

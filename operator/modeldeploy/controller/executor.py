@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from modeldeploy import KIND, opmetrics
+from modeldeploy import opmetrics
 from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.k8s import Kube
 from modeldeploy.reconcile import Plan, status_changed
@@ -33,38 +33,27 @@ class Executor:
                      p.status.message)
             written = self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
             written_rv = str(written.get("metadata", {}).get("resourceVersion", ""))
-        self.execute(md, body, p)
+        self.execute(md, p)
         for ev in p.events:
             self.kube.event(body, ev.type, ev.reason, ev.message)
         self.export_metrics(md, p)
-        d = p.decision
-        if d is not None and d.consume:
-            self.kube.patch_merge(KIND, namespace, name, {"metadata": {"annotations": {a: None for a in d.consume}}})
         return written_rv
 
-    def execute(self, md: ModelDeployment, body: dict, p: Plan) -> None:
+    def execute(self, md: ModelDeployment, p: Plan) -> None:
         namespace, name = md.namespace, md.name
-        created: list[str] = []
         for action in p.actions:
             if action.verb == "apply":
                 assert action.body is not None
                 self.kube.apply(action.body)
                 log.info("%s/%s: %s %s %s", namespace, name, "created" if action.new else "updated", action.kind,
                          action.name)
-                if action.new:
-                    created.append(f"{action.kind} {action.name}")
-                elif action.kind == "Deployment":
-                    self.kube.event(body, "Normal", "UpdatedDeployment",
-                                    f"updated Deployment {action.name} to match the spec")
-            elif action.verb == "scale":
+            elif action.verb in ("scale", "patch"):
                 assert action.body is not None
                 self.kube.patch_merge(action.kind, namespace, action.name, action.body)
-                log.info("%s/%s: scaled %s %s to 0", namespace, name, action.kind, action.name)
+                log.info("%s/%s: patched %s %s: %s", namespace, name, action.kind, action.name, action.body)
             else:
                 self.kube.delete(action.kind, namespace, action.name)
                 log.info("%s/%s: deleted %s %s", namespace, name, action.kind, action.name)
-        if created:  # one Event for everything created in this pass
-            self.kube.event(body, "Normal", "Created", "created " + ", ".join(created))
 
     def export_metrics(self, md: ModelDeployment, p: Plan) -> None:
         ns, name = md.namespace, md.name

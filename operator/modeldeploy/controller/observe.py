@@ -40,14 +40,14 @@ class Observer:
         )
 
     def observe_routing(self, md: ModelDeployment) -> dict[tuple[str, str], dict | None]:
-        router = router_for(md)
-        if not router.kinds():
-            return {}
-        out: dict[tuple[str, str], dict | None] = {}
-        for obj in router.objects(md, 0):
-            key = (obj["kind"], obj["metadata"]["name"])
-            out[key] = self.kube.get(key[0], md.namespace, key[1])
-        return out
+        """The current router's objects, and those a previous router made (status.routing): the plan
+        deletes what the current router no longer manages."""
+        keys = {(o["kind"], o["metadata"]["name"]) for o in router_for(md).objects(md, 0)}
+        for ref in md.status.routing:
+            kind, _, name = ref.partition("/")
+            if kind and name:
+                keys.add((kind, name))
+        return {key: self.kube.get(key[0], md.namespace, key[1]) for key in sorted(keys)}
 
     def check_references(self, md: ModelDeployment) -> Iterable[str]:
         """Semantic checks the schema cannot make: do referenced Secrets/ConfigMaps/accounts exist?"""

@@ -39,6 +39,24 @@ def request_count(namespace: str, name: str, track: str, revision: str, window: 
     return f"sum(increase({REQUESTS}{{{selector(namespace, name, track, revision)}}}[{window}]))"
 
 
+def request_delta(namespace: str, name: str, track: str, revision: str, window: str, errors: bool = False) -> str:
+    """Requests (or 5xx answers) since `window` ago, from the raw counters: the latest value minus the
+    value `window` ago, where a series born inside the window counts from zero. Unlike increase(),
+    this needs one scrape, not two, so an in-step measurement sees a failing canary a scrape sooner.
+    Counter resets undercount (a probe only fails on certainty, so that errs on the safe side)."""
+    sel = selector(namespace, name, track, revision) + (',http_response_code=~"5.."' if errors else "")
+    now = f"sum({REQUESTS}{{{sel}}})"
+    if errors:
+        now = f"({now} or vector(0))"
+    return f"{now} - (sum({REQUESTS}{{{sel}}} offset {window}) or vector(0))"
+
+
+def targets(namespace: str, name: str, track: str, revision: str) -> str:
+    """Scrape targets Prometheus has for the track's pods, by the relabelled pod labels (`up` carries them)."""
+    return (f'count(up{{namespace="{namespace}",modeldeploy_io_name="{name}",modeldeploy_io_track="{track}",'
+            f'modeldeploy_io_revision=~"{re.escape(revision)}|"}})')
+
+
 def builtin(metric: str, namespace: str, name: str, track: str, revision: str, window: str) -> str:
     sel = selector(namespace, name, track, revision)
     if metric == "error-rate":
