@@ -16,9 +16,15 @@ import pytest
 
 from modeldeploy.api import Analysis, MetricCheck, ModelDeployment, Phase
 from modeldeploy.metrics import queries
-from modeldeploy.reconcile import Observed, Plan, plan
-from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse
-from modeldeploy.rollout.engine import ANNOTATION_ABORT, ANNOTATION_PROMOTE, analysis_due_in
+from modeldeploy.reconcile import Observed, Plan, plan, view_of
+from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse, probe, wilson_lower
+from modeldeploy.rollout.engine import (
+    ANNOTATION_ABORT,
+    ANNOTATION_PROMOTE,
+    analysis_due_in,
+    measurement_due,
+    revision_of,
+)
 from modeldeploy.routers.gatewayapi import GatewayAPIRouter
 from modeldeploy.routers.replicas import ReplicasRouter
 from tests.unit.helpers import BASE, validate
@@ -397,3 +403,216 @@ def test_rolling_strategy_never_makes_a_canary() -> None:
     w.settle()
     assert w.canary() is None and w.status["stable"]["image"].endswith(":v2")
     assert w.status["phase"] == Phase.HEALTHY.value
+
+
+# -- issue 10: counterexamples found by reading the engine; each failed before its fix -------------
+def gateway_world(**spec: Any) -> World:
+    router = {"gatewayAPI": {"parentRefs": [{"name": "public"}]}}
+    return World(rollout={"canary": {**CANARY, "trafficRouter": router}, "analysis": {
+        "prometheus": PROM, "metrics": [{"name": "error-rate", "max": 0.01}]}}, **spec)
+
+
+def route_weights(w: World) -> list[int]:
+    route = w.objects[("HTTPRoute", "room-price")]
+    return [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def test_a_cancelled_canary_is_not_promoted_without_analysis() -> None:
+    """stable A -> canary B -> spec C -> spec back to B: B must run its canary again."""
+    w = World()
+    w.start_canary(V2)
+    w.set_model(V3)
+    w.step()
+    assert w.status["history"][0]["result"] == "Cancelled"
+    w.set_model(V2)
+    p = w.step()
+    assert not any(e.reason == "FastRollback" for e in p.events)
+    assert w.stable_image().endswith(":v1") and w.status["canary"]["image"].endswith(":v2")
+    assert w.status["currentStep"] == 1 and not (p.decision and p.decision.promoted)
+
+
+def test_a_promote_request_made_while_no_canary_runs_is_ignored() -> None:
+    w = World()
+    w.settle()
+    w.body["metadata"]["annotations"] = {ANNOTATION_PROMOTE: "true"}
+    p = w.step()
+    assert any(e.reason == "RequestIgnored" and e.type == "Warning" for e in p.events)
+    assert w.body["metadata"]["annotations"] == {}
+    assert w.status["lastRequest"]["result"] == "Ignored"
+    w.set_model(V2)
+    w.step()
+    w.step()
+    assert w.status["canary"]["image"].endswith(":v2") and w.stable_image().endswith(":v1")
+
+
+def test_a_request_left_behind_by_a_crash_does_not_act_on_the_next_canary() -> None:
+    w = World()
+    w.start_canary(V2)
+    w.keep_annotations = True  # the operator dies between the status write and the annotation removal
+    w.body["metadata"]["annotations"] = {ANNOTATION_ABORT: "true"}
+    w.step()
+    assert w.status["phase"] == "RolledBack" and w.status["lastRequest"]["result"] == "Applied"
+    w.keep_annotations = False
+    w.set_model(V3)  # the next revision arrives; the old abort is still on the object
+    p = w.step()
+    w.step()
+    assert w.status["canary"]["image"].endswith(":v3") and w.status["phase"] == "Progressing"
+    assert any(e.reason == "RequestIgnored" for e in p.events)
+    assert revision_hash_of(V3) not in w.status["failedRevisions"]
+
+
+def test_a_request_bound_to_another_revision_is_ignored_and_one_bound_to_this_canary_applies() -> None:
+    w = World()
+    w.start_canary(V2)
+    w.body["metadata"]["annotations"] = {ANNOTATION_PROMOTE: "0123456789"}
+    p = w.step()
+    assert any(e.reason == "RequestIgnored" and "0123456789" in e.message for e in p.events)
+    assert w.status["canary"] is not None
+    w.body["metadata"]["annotations"] = {ANNOTATION_PROMOTE: w.status["canary"]["hash"]}
+    p = w.step()
+    assert p.decision and p.decision.promoted and w.status["lastRequest"]["revision"] == revision_hash_of(V2)
+
+
+def test_shortening_the_steps_mid_canary_continues_at_the_last_step() -> None:
+    w = World()
+    w.start_canary()
+    w.step(passed(), advance=10)
+    assert w.status["currentStep"] == 2
+    w.body["spec"]["rollout"]["canary"]["steps"] = [10]
+    p = w.step()
+    assert w.status["currentStep"] == 1 and any(e.reason == "StepsChanged" for e in p.events)
+    w.step()
+    p = w.step(passed(), advance=10)
+    assert p.decision and p.decision.promoted
+
+
+def test_l7_route_weight_stays_zero_until_the_canary_has_ready_pods() -> None:
+    w = gateway_world()
+    w.settle()
+    w.set_model(V2)
+    w.step(ready=False)
+    assert route_weights(w) == [100, 0] and w.status["canaryWeight"] == 0
+    w.step(advance=5, ready=False)  # crash-looping canary: still no traffic
+    assert route_weights(w) == [100, 0]
+    w.roll_out()
+    w.step()
+    assert route_weights(w) == [90, 10] and w.status["canaryWeight"] == 10
+    w.objects[("Deployment", "room-price-canary")]["status"]["readyReplicas"] = 0  # its pods go away
+    w.step(ready=False)
+    assert route_weights(w) == [100, 0] and w.status["canaryWeight"] == 0
+
+
+def test_l7_route_weight_is_zero_while_the_canary_is_blocked() -> None:
+    w = gateway_world()
+    w.start_canary()
+    assert route_weights(w) == [90, 10]
+    p = plan(w.md, Observed(**{**w.observed().__dict__, "problems": ["Secret 'x' does not exist"]}), w.now)
+    route = next(a.body for a in p.actions if a.kind == "HTTPRoute")
+    assert route is not None and [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+    assert p.status.canary_weight == 0
+
+
+def test_switching_the_router_deletes_the_routes_it_no_longer_manages() -> None:
+    w = gateway_world()
+    w.start_canary()
+    assert ("HTTPRoute", "room-price") in w.objects
+    w.body["spec"]["rollout"]["canary"]["trafficRouter"] = {"replicas": {}}
+    p = w.step()
+    deleted = {(a.kind, a.name) for a in p.actions if a.verb == "delete"}
+    assert deleted == {("HTTPRoute", "room-price"), ("Service", "room-price-stable"),
+                       ("Service", "room-price-canary")}
+    assert w.status["routing"] == []
+
+
+def test_no_series_at_all_is_an_error_naming_the_monitoring_setup_not_no_traffic() -> None:
+    spec = Analysis(min_requests=20)
+    c = MetricCheck(name="error-rate", max=0.01)
+    none = analyse(spec, Measurement(None, None), [Measurement(c, None)], "t", targets=Measurement(None, None))
+    assert none.verdict == "Error" and "relabelled" in none.reason and "PodMonitor" in none.reason
+    quiet = analyse(spec, Measurement(None, None), [Measurement(c, None)], "t", targets=Measurement(None, 2.0))
+    assert quiet.verdict == "Inconclusive"
+
+
+def test_every_query_selects_the_canary_revision() -> None:
+    for q in (queries.request_count("ml", "p", "canary", "abc", "30s"),
+              queries.request_delta("ml", "p", "canary", "abc", "12s"),
+              queries.request_delta("ml", "p", "canary", "abc", "12s", errors=True),
+              queries.targets("ml", "p", "canary", "abc"),
+              *(queries.builtin(m, "ml", "p", "canary", "abc", "30s") for m in
+                ("error-rate", "request-rate", "latency-p99"))):
+        assert 'modeldeploy_io_revision=~"abc|"' in q, q
+    delta = queries.request_delta("ml", "p", "canary", "abc", "12s")
+    assert "offset 12s" in delta and "or vector(0)" in delta
+
+
+# -- fail fast, pass slow ---------------------------------------------------------------------------
+def probe_result(w: World, requests: float, errors: float) -> AnalysisResult:
+    md = w.md
+    req = measurement_due(md, view_of(md, w.observed()), w.now)
+    assert req is not None and req.kind == "probe"
+    r = probe(md.spec.rollout.analysis, Measurement(None, requests), Measurement(None, errors),
+              [Measurement(md.spec.rollout.analysis.metrics[0])], "t", req.alpha, md.status.probe_failures)
+    r.kind, r.revision = "probe", req.revision
+    return r
+
+
+def test_a_certainly_failing_canary_is_rolled_back_within_the_step() -> None:
+    w = World(rollout={"canary": {"steps": [10, 50], "interval": "30s"}, "analysis": {
+        "prometheus": PROM, "metrics": [{"name": "error-rate", "max": 0.05}]}})
+    w.start_canary()
+    w.now += timedelta(seconds=5)
+    p = w.step(probe_result(w, requests=12, errors=6))
+    assert p.decision and p.decision.rolled_back, w.status["message"]
+    rec = w.status["lastAnalysis"][0]
+    assert rec["early"] and rec["confidence"] == pytest.approx(1 - 0.01 / 6)
+    assert "before the step's end" in w.status["message"]
+
+
+def test_a_healthy_or_borderline_canary_is_never_failed_early_and_passes_only_at_the_end() -> None:
+    w = World(rollout={"canary": {"steps": [10, 50], "interval": "30s"}, "analysis": {
+        "prometheus": PROM, "metrics": [{"name": "error-rate", "max": 0.05}]}})
+    w.start_canary()
+    for n, e in ((10, 0), (30, 1), (60, 4)):  # 0 %, 3 %, 6.7 %: not certainly above 5 %
+        w.now += timedelta(seconds=5)
+        w.step(probe_result(w, requests=n, errors=e))
+        assert w.status["phase"] == "Progressing" and w.status["currentStep"] == 1
+    assert measurement_due(w.md, view_of(w.md, w.observed()), w.now + timedelta(seconds=16)).kind == "step"
+
+
+def test_probes_are_paced_and_never_run_before_the_window_starts() -> None:
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step(ready=False)
+    assert measurement_due(w.md, view_of(w.md, w.observed()), w.now + timedelta(seconds=30)) is None
+    w.roll_out()
+    w.step()
+    md = w.md
+    view = view_of(md, w.observed())
+    assert measurement_due(md, view, w.now + timedelta(seconds=2)) is None
+    assert measurement_due(md, view, w.now + timedelta(seconds=5)).window == "5s"  # type: ignore[union-attr]
+    view.last_probe_at = w.now + timedelta(seconds=5)
+    assert measurement_due(md, view, w.now + timedelta(seconds=6)) is None
+
+
+def test_a_value_judged_check_fails_early_only_when_it_fails_twice_in_a_row() -> None:
+    spec = Analysis(min_requests=20, metrics=[MetricCheck(name="latency-p99", max=0.5)])
+    slow = [Measurement(spec.metrics[0], 0.9)]
+    first = probe(spec, Measurement(None, 50.0), None, slow, "t", 0.01, suspects=0)
+    assert first.verdict == "Pass" and first.suspect
+    assert probe(spec, Measurement(None, 50.0), None, slow, "t", 0.01, suspects=1).verdict == "Fail"
+    few = probe(spec, Measurement(None, 5.0), None, slow, "t", 0.01, suspects=1)
+    assert few.verdict == "Pass" and not few.suspect  # too few requests to judge a value
+
+
+def test_wilson_bound() -> None:
+    assert wilson_lower(0, 100, 0.01) == 0.0
+    assert wilson_lower(10, 20, 0.01) == pytest.approx(0.2693, abs=1e-4)  # z = 2.326
+    # Same rate, more evidence: a tighter bound; a stricter alpha: a looser one.
+    assert wilson_lower(10, 20, 0.01) < wilson_lower(50, 100, 0.01) < wilson_lower(500, 1000, 0.01) < 0.5
+    assert wilson_lower(10, 20, 0.001) < wilson_lower(10, 20, 0.01)
+
+
+def revision_hash_of(model: dict[str, str]) -> str:
+    body = {**BASE, "spec": {**BASE["spec"], "model": model}}
+    return revision_of(ModelDeployment.model_validate(body).spec.model).hash
