@@ -170,10 +170,13 @@ def _annotate(args: argparse.Namespace, key: str, verb: str) -> int:
               f"(phase {(obj.get('status') or {}).get('phase', 'Pending')}); see: modeldeploy status {args.name}",
               file=sys.stderr)
         return 1
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The value binds the request to this canary: if another revision is running by the time the
+    # operator sees it, the request is ignored (with an Event) instead of acting on the wrong canary.
+    revision = str(obj["status"]["canary"].get("hash") or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, args.name,
-                                       {"metadata": {"annotations": {key: stamp}}})
-    print(f"{ns}/{args.name}: {verb} requested (annotation {key}={stamp}); the operator acts on its next reconcile")
+                                       {"metadata": {"annotations": {key: revision}}})
+    print(f"{ns}/{args.name}: {verb} requested for canary {revision} (annotation {key}); the operator acts on its "
+          "next reconcile")
     return 0
 
 

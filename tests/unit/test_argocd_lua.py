@@ -245,8 +245,11 @@ def test_actions_modify_only_what_the_contract_says(tmp_path: Path, phase: str) 
             want["spec"]["paused"] = name == "pause"
         else:
             value = got["metadata"]["annotations"][f"modeldeploy.io/{name}"]
-            stamp = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            assert before <= stamp <= datetime.now(UTC), value
+            if obj["status"].get("canary"):  # bound to the running canary
+                assert value == CANARY["hash"]
+            else:  # no canary in status: a time, which the operator only honours while a canary runs
+                stamp = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                assert before <= stamp <= datetime.now(UTC), value
             want["metadata"]["annotations"] = {f"modeldeploy.io/{name}": value}
         assert _norm(got) == _norm(want), name
 
@@ -266,6 +269,8 @@ def test_actions_keep_existing_annotations(tmp_path: Path) -> None:
     got = run_lua(tmp_path, LUA_DIR / "actions" / "promote" / "action.lua", obj)
     assert got["metadata"]["annotations"]["team"] == "ml"
     assert got["metadata"]["annotations"]["modeldeploy.io/promote"] != "old"
+    # Bound to the canary it was meant for: the running canary's revision hash.
+    assert got["metadata"]["annotations"]["modeldeploy.io/promote"] == CANARY["hash"]
 
 
 def test_scripts_are_lua_5_1() -> None:
