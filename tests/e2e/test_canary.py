@@ -239,7 +239,7 @@ def test_new_revision_mid_canary_restarts_from_step_one(rk: RealCluster, scenari
     wait_for(lambda: (rk.status("price").get("canary") or {}).get("image", "").endswith(":v3"), 60, what="canary v3")
     st = rk.status("price")
     assert st["currentStep"] == 1
-    assert st["history"][0]["revision"]["image"].endswith(":v2") and st["history"][0]["result"] == "Superseded"
+    assert st["history"][0]["revision"]["image"].endswith(":v2") and st["history"][0]["result"] == "Cancelled"
     dep = rk.deployment("price-canary")
     assert dep is not None and dep.spec.template.spec.containers[0].image.endswith(":v3")
     wait_for(lambda: {p.status.container_statuses[0].image.rsplit(":", 1)[-1]
