@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.metrics import ProviderError
-from modeldeploy.metrics.prometheus import PrometheusProvider
+from modeldeploy.metrics.prometheus import PrometheusProvider, credentials_from_secret
 
 RESPONSES: dict[str, tuple[int, Any]] = {}
 SEEN: list[dict[str, str]] = []
@@ -42,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     RESPONSES.clear()
     SEEN.clear()
@@ -96,3 +96,83 @@ def test_bearer_and_basic_auth(server: str) -> None:
     PrometheusProvider(server, username="ml", password="pw").query("b")
     assert SEEN[0]["auth"] == "Bearer t0k3n"
     assert SEEN[1]["auth"] == "Basic bWw6cHc="  # base64("ml:pw")
+
+
+def ok(data: Any) -> dict[str, Any]:
+    return {"status": "success", "data": data}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (ok({"resultType": "matrix", "result": [{"metric": {}, "values": [[0, "1"], [15, "2"]]}]}),
+     "range vector.*instant vector or scalar"),
+    (ok({"resultType": "string", "result": [0, "hello"]}), "string result.*instant vector or scalar"),
+    (ok({"resultType": "vector", "result": [{"metric": {}, "value": [0, "lots"]}]}), "not a number: 'lots'"),
+    (ok({"resultType": "vector", "result": [{"metric": {}}]}), "malformed vector"),
+    (ok({"resultType": "vector", "result": [{"metric": {}, "value": [0, True]}]}), "not a number: True"),
+    (ok({"resultType": "vector", "result": {"not": "a list"}}), "malformed vector"),
+    (ok({"resultType": "scalar", "result": [0]}), "malformed scalar"),
+    (ok({"resultType": "scalar", "result": [0, None]}), "not a number"),
+    (ok({"result": []}), "no resultType"),
+    (ok(["not", "an", "object"]), "malformed response"),
+    ({"status": "success"}, "malformed response"),
+    ([1, 2, 3], "not a JSON object"),
+    ("null", "not a JSON object"),
+    ('"just a string"', "not a JSON object"),
+    ("not json", "not JSON"),
+    ({"status": "error", "errorType": "execution", "error": "query timed out"}, "execution: query timed out"),
+])
+def test_every_malformed_answer_is_a_provider_error(server: str, body: Any, message: str) -> None:
+    """A matrix answer (a query without an aggregation over time) used to raise KeyError, a string
+    answer TypeError, both outside ProviderError, so the reconcile failed forever."""
+    RESPONSES["q"] = (200, body)
+    with pytest.raises(ProviderError, match=message):
+        PrometheusProvider(server).query("q")
+
+
+def test_scalar_result(server: str) -> None:
+    RESPONSES["s"] = (200, ok({"resultType": "scalar", "result": [0, "0.5"]}))
+    assert PrometheusProvider(server).query("s") == 0.5
+
+
+def b64(text: bytes) -> str:
+    import base64
+
+    return base64.b64encode(text).decode()
+
+
+def secret(data: dict[str, Any] | None = None, string_data: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom-auth"}}
+    if data is not None:
+        out["data"] = data
+    if string_data is not None:
+        out["stringData"] = string_data
+    return out
+
+
+def test_credentials_from_secret_data_and_string_data() -> None:
+    got = credentials_from_secret(secret({"token": b64(b"t0k3n\n"), "ca.crt": b64(b"-----BEGIN CERTIFICATE-----\n"),
+                                          "other": b64(b"\xff ignored")}))
+    # the trailing newline `kubectl create secret --from-file` keeps is not part of the token
+    assert got == {"token": "t0k3n", "username": None, "password": None, "ca_pem": "-----BEGIN CERTIFICATE-----\n"}
+    got = credentials_from_secret(secret({"username": b64(b"ml"), "password": b64(b"old")},
+                                         string_data={"password": "pw"}))
+    assert got == {"token": None, "username": "ml", "password": "pw", "ca_pem": None}
+    assert credentials_from_secret(secret()) == dict.fromkeys(("token", "username", "password", "ca_pem"))
+
+
+@pytest.mark.parametrize(("sec", "message"), [
+    (secret({"password": b64(b"p\xe4ss")}), "'password' .*is not UTF-8"),  # latin-1, not UTF-8
+    (secret({"ca.crt": b64(b"\x30\x82\x01\x0a")}), "'ca.crt' .*is not UTF-8"),  # DER, not PEM
+    (secret({"token": "s3cr3t-not-base64!"}), "'token' .*is not valid base64"),
+    (secret({"token": "czNjcjN0"[:-1]}), "'token' .*is not valid base64"),  # bad padding
+    (secret({"token": 42}), "'token'.*not a base64 string"),
+    (secret(string_data={"username": ["ml"]}), "'username'.*not a string"),
+    (secret({"token": b64(b"s3cr3t\nmore")}), "'token'.*control character"),
+])
+def test_bad_secret_values_name_the_key_never_the_value(sec: dict[str, Any], message: str) -> None:
+    """The controller decoded with b64decode(v).decode(): a non-UTF-8 value raised UnicodeDecodeError
+    outside ProviderError and failed the reconcile forever."""
+    with pytest.raises(ProviderError, match=message) as err:
+        credentials_from_secret(sec)
+    assert "prom-auth" in str(err.value)
+    assert "s3cr3t" not in str(err.value) and "czNjcjN0" not in str(err.value)
