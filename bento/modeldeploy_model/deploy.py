@@ -3,7 +3,11 @@
 Why the manifest is generated with exactly the documented fields: the CRD (group
 ``modeldeploy.io/v1alpha1``) is owned by the operator side and validated by the API server, so we
 emit only fields it defines - the optional ones (analysis) only when asked for - and the file
-applies cleanly with ``kubectl apply``.
+applies cleanly with ``kubectl apply``. It is validated with the operator's own API models
+(``modeldeploy.api``), not rules of its own: a copy drifts (this one's interval regex once
+rejected ``1m30s``, which the operator takes). Only what those models do not check in Python
+stays here: the metadata names, the image and Bento tag shapes, and the rules the API states
+only as CEL (steps, thresholds).
 
 Why containerize checks first: ``bentoml containerize`` needs a builder - a reachable Docker engine,
 or buildah (daemonless, Debian's ``buildah`` package) - and, for its default base image, a container
@@ -29,9 +33,25 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
+from modeldeploy.api import ModelDeployment
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-INTERVAL = re.compile(r"^[0-9]+(ms|s|m|h)$")
+# Where each field of the manifest comes from on the command line (API path prefix -> option).
+_OPTION_FOR = {
+    ("metadata",): "--name",
+    ("spec", "model", "image"): "--image",
+    ("spec", "model", "bento"): "--bento",
+    ("spec", "model", "port"): "--port",
+    ("spec", "replicas"): "--replicas",
+    ("spec", "rollout", "strategy"): "--strategy",
+    ("spec", "rollout", "canary", "steps"): "--steps",
+    ("spec", "rollout", "canary", "interval"): "--interval",
+    ("spec", "rollout", "analysis", "prometheus"): "--prometheus",
+    ("spec", "rollout", "analysis", "metrics", 0): "--max-error-rate",
+    ("spec", "rollout", "analysis", "metrics", 1): "--max-latency-p99",
+}
 
 
 class DeployError(Exception):
@@ -55,6 +75,7 @@ class ManifestOptions:
 
 
 def validate(opts: ManifestOptions) -> None:
+    """Raise DeployError, naming the option and the fix, unless the manifest for `opts` is valid."""
     if len(opts.name) > 63 or not DNS1123.match(opts.name):
         raise DeployError(f"--name {opts.name!r} is not a valid Kubernetes name: use lowercase letters, digits and "
                           "'-', starting and ending with a letter or digit, at most 63 characters")
@@ -65,26 +86,37 @@ def validate(opts: ManifestOptions) -> None:
                           "e.g. registry.example/room-price:2f1c")
     if not opts.bento or ":" not in opts.bento:
         raise DeployError(f"--bento {opts.bento!r} must be a Bento tag NAME:VERSION (see `bentoml list`)")
-    if not 1 <= opts.port <= 65535:
-        raise DeployError(f"--port {opts.port} is not a TCP port (1..65535)")
-    if opts.replicas < 0:
-        raise DeployError(f"--replicas {opts.replicas} must be >= 0")
-    if opts.strategy not in ("Canary", "Rolling"):
-        raise DeployError(f"--strategy {opts.strategy!r}: choose Canary or Rolling")
-    if opts.strategy == "Canary":
-        if not opts.steps or any(not 1 <= s <= 100 for s in opts.steps) or any(
-                b <= a for a, b in zip(opts.steps, opts.steps[1:], strict=False)):
-            raise DeployError(f"--steps {opts.steps}: traffic percentages must be strictly increasing, each in 1..100")
-        if not INTERVAL.match(opts.interval):
-            raise DeployError(f"--interval {opts.interval!r}: write a duration like 30s, 2m or 1h")
-    if not 0 <= opts.max_error_rate <= 1:
-        raise DeployError("--max-error-rate must be a fraction in [0, 1]")
-    if opts.max_latency_p99 <= 0:
-        raise DeployError("--max-latency-p99 must be a positive number of seconds")
+    if opts.strategy == "Canary" and (not opts.steps or any(not 1 <= s <= 100 for s in opts.steps) or any(
+            b <= a for a, b in zip(opts.steps, opts.steps[1:], strict=False))):
+        raise DeployError(f"--steps {opts.steps}: traffic percentages must be strictly increasing, each in 1..100")
+    if opts.prometheus:
+        if not 0 <= opts.max_error_rate <= 1:
+            raise DeployError("--max-error-rate must be a fraction in [0, 1]")
+        if opts.max_latency_p99 <= 0:
+            raise DeployError("--max-latency-p99 must be a positive number of seconds")
+    validate_with_api(_manifest(opts))
+
+
+def validate_with_api(manifest: dict[str, Any]) -> None:
+    """The operator's own model of a ModelDeployment decides; its first error becomes a DeployError."""
+    try:
+        ModelDeployment.model_validate(manifest)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        option = next((o for prefix, o in _OPTION_FOR.items() if loc[:len(prefix)] == prefix), None)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in loc)
+        raise DeployError(f"{option or where} {err.get('input')!r}: {message}"
+                          + (f" ({where})" if option else "")) from None
 
 
 def build_manifest(opts: ManifestOptions) -> dict[str, Any]:
     validate(opts)
+    return _manifest(opts)
+
+
+def _manifest(opts: ManifestOptions) -> dict[str, Any]:
     rollout: dict[str, Any] = {"strategy": opts.strategy}
     if opts.strategy == "Canary":
         rollout["canary"] = {"steps": list(opts.steps), "interval": opts.interval}

@@ -14,19 +14,76 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-DURATION_RE = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Durations are what Prometheus' model.ParseDuration accepts (PromQL range selectors use it):
+# whole numbers, units y w d h m s ms, each at most once, largest first; y = 365d, w = 7d; at most
+# 2^63-1 ns. Anything looser (1.5m, 30s1m) passes the API server and then fails every analysis,
+# and every canary rolls back. The Python check (check_duration) and the CRD's CEL rules
+# (duration_rules) accept exactly the same strings with the same messages; a field uses both, never
+# _DURATION_RE as a bare pattern (it matches the empty string, which Prometheus rejects).
+_DURATION_RE = r"^(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?(?:([0-9]+)ms)?$"
+_DAY_NS = 86400 * 10**9
+_UNIT_NS = {"y": 365 * _DAY_NS, "w": 7 * _DAY_NS, "d": _DAY_NS, "h": 3600 * 10**9, "m": 60 * 10**9, "s": 10**9,
+            "ms": 10**6}
+_UNITS = tuple(_UNIT_NS)  # largest first, the order Prometheus requires
+_MAX_NS = 2**63 - 1  # Go's time.Duration
+_CEL_FORMAT = "^" + "".join(f"([0-9]+{u})?" for u in _UNITS) + "$"
+# For the CEL range rule: the digits of each unit's part (minutes: an `m` not followed by `s`).
+_CEL_PART = {**{u: f"[0-9]+{u}" for u in _UNITS}, "m": "[0-9]+m([0-9]|$)"}
+
+
+def _duration_ns(text: str) -> int | None:
+    """Nanoseconds (possibly beyond _MAX_NS), or None when `text` is not Prometheus duration syntax."""
+    if text == "0":  # Prometheus takes a bare 0
+        return 0
+    m = re.fullmatch(_DURATION_RE, text)
+    if not text or m is None:
+        return None
+    return sum(int(n) * _UNIT_NS[u] for n, u in zip(m.groups(), _UNITS, strict=True) if n is not None)
 
 
 def parse_duration(text: str) -> float:
-    """'1m30s' -> 90.0. The CRD pattern guarantees the format; this raises on anything else."""
-    if not re.fullmatch(DURATION_RE, text):
-        raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    """'1m30s' -> 90.0, '2d' -> 172800.0: seconds, for whatever Prometheus' model.ParseDuration accepts
+    (zero included); raises ValueError on anything else."""
+    ns = _duration_ns(text)
+    if ns is None:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms, 2d")
+    if ns > _MAX_NS:
+        raise ValueError(f"duration {text!r} is out of range (Prometheus durations stop at 292y)")
+    return ns / 1e9
+
+
+def _duration_messages(field: str) -> tuple[str, str]:
+    return (f"{field} must be a Prometheus duration such as 30s, 1m30s or 2m (whole numbers; units "
+            "y w d h m s ms, each at most once, largest first), greater than zero",
+            f"{field} is too long: Prometheus durations stop at 292y (2^63 nanoseconds)")
+
+
+def check_duration(value: str, field: str) -> str:
+    """The Python side of duration_rules(field): the same strings pass, with the same messages."""
+    bad_format, too_long = _duration_messages(field)
+    ns = _duration_ns(value)
+    if not ns:  # None (syntax) or 0
+        raise ValueError(bad_format)
+    if ns > _MAX_NS:
+        raise ValueError(too_long)
+    return value
+
+
+def duration_rules(field: str) -> list[Any]:
+    """CEL rules for a non-zero Prometheus duration field; `field` names it in the messages."""
+    bad_format, too_long = _duration_messages(field)
+    fmt = f"self.matches('{_CEL_FORMAT}')"
+
+    def seconds(unit: str) -> str:  # the unit's number ('0' + '' when absent) in seconds
+        return f"double('0' + self.find('{_CEL_PART[unit]}').find('[0-9]+')) * {_UNIT_NS[unit] / 1e9!r}"
+
+    total = " + ".join(seconds(u) for u in _UNITS)
+    # In seconds as doubles: near 2^63 ns their resolution (~2 µs) is far below the 1 ms step of durations.
+    return [cel(f"{fmt} && self.matches('[1-9]')", bad_format),
+            cel(f"!{fmt} || {total} <= 9223372036.854775807", too_long)]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> Any:
@@ -197,10 +254,17 @@ class Canary(_Model):
     steps: list[int] = Field(default_factory=lambda: [10, 25, 50], min_length=1, max_length=20,
                              description="Canary traffic percentages, strictly increasing, each in 1..100. "
                                          "Promotion follows the last healthy step.")
-    interval: str = Field(default="30s", pattern=DURATION_RE, max_length=16,
-                          description="Time at each step; also the analysis window. E.g. 30s, 1m.")
+    interval: str = Field(default="30s", max_length=16,
+                          json_schema_extra={"x-kubernetes-validations": duration_rules("canary.interval")},
+                          description="Time at each step; also the analysis window. A Prometheus duration "
+                                      "greater than zero, e.g. 30s, 1m30s, 2m.")
     traffic_router: TrafficRouter = Field(default_factory=lambda: TrafficRouter(replicas=ReplicasRouter()),
                                           description="How traffic is split. Exactly one of the routers.")
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_is_a_prometheus_duration(cls, v: str) -> str:
+        return check_duration(v, "canary.interval")
 
 
 class SecretRef(_Model):
@@ -210,11 +274,18 @@ class SecretRef(_Model):
 class PrometheusProvider(_Model):
     address: str = Field(pattern=r"^https?://[^\s]+$", max_length=512,
                          description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.")
-    timeout: str = Field(default="5s", pattern=DURATION_RE, max_length=16, description="Query timeout.")
+    timeout: str = Field(default="5s", max_length=16,
+                         json_schema_extra={"x-kubernetes-validations": duration_rules("analysis.prometheus.timeout")},
+                         description="Query timeout. A Prometheus duration greater than zero, e.g. 5s, 1m.")
     secret_ref: SecretRef | None = Field(
         default=None, description="Secret with optional keys: token (bearer), username/password "
                                   "(basic auth), ca.crt (TLS CA).")
     insecure_skip_verify: bool = Field(default=False, description="Skip TLS verification (not recommended).")
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_is_a_prometheus_duration(cls, v: str) -> str:
+        return check_duration(v, "analysis.prometheus.timeout")
 
 
 BUILTIN_METRICS = ("error-rate", "latency-p50", "latency-p90", "latency-p99", "request-rate")
@@ -259,7 +330,8 @@ class Analysis(_Model):
     error_limit: int = Field(default=3, ge=1, le=100,
                              description="Consecutive metric-provider errors before rolling back.")
     measurement_interval: str = Field(
-        default="5s", pattern=DURATION_RE, max_length=16,
+        default="5s", max_length=16,
+        json_schema_extra={"x-kubernetes-validations": duration_rules("analysis.measurementInterval")},
         description="How often the canary is measured within a step (fail fast): a failure that is already "
                     "certain rolls the canary back at once instead of at the end of the step. Capped at "
                     "canary.interval; a step still passes only at its end.")
@@ -267,6 +339,11 @@ class Analysis(_Model):
         default=0.99, ge=0.5, le=0.9999,
         description="Confidence at which a failure counts as certain before the end of a step (error-rate: a "
                     "one-sided Wilson bound on the canary's request counts, spread over the step's measurements).")
+
+    @field_validator("measurement_interval")
+    @classmethod
+    def _measurement_interval_is_a_prometheus_duration(cls, v: str) -> str:
+        return check_duration(v, "analysis.measurementInterval")
 
 
 class Rollout(_Model):

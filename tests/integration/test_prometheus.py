@@ -35,3 +35,39 @@ def test_scrapes_exporter_and_answers_promql(prometheus) -> None:  # type: ignor
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+# Tricky strings: fractions, unit order and repeats, zero, case, signs, the 2^63 ns edge. (Not spaces:
+# the PromQL lexer skips them inside [...], model.ParseDuration does not.)
+DURATION_PROBES = ["30s", "1m30s", "500ms", "1h", "2d", "1w", "1y", "1y2w3d4h5m6s7ms", "01m", "0m30s", "1s500ms",
+                   "292y", "106751d", "9223372036854ms", "1.5m", "30s1m", "1m1h", "1ms1s", "1d1w", "1m1m", "0s",
+                   "0", "0m0s", "5x", "1M", "1S", "-1m", "+1m", "293y", "106752d", "9223372036855ms"]
+
+
+def test_the_api_accepts_exactly_the_durations_prometheus_accepts(prometheus) -> None:  # type: ignore[no-untyped-def]
+    """Every probe as the window of a real range selector, through the operator's own provider: the
+    API (canary.interval) accepts a duration if and only if this Prometheus does."""
+    from pydantic import ValidationError
+
+    from modeldeploy.api import Canary
+    from modeldeploy.metrics import ProviderError
+    from modeldeploy.metrics.prometheus import PrometheusProvider
+
+    provider = PrometheusProvider(prometheus([]).url)
+    differ = []
+    for d in DURATION_PROBES:
+        try:
+            provider.query(f"sum(rate(up[{d}]))")
+            prom_ok = True
+        except ProviderError as e:
+            assert "bad_data" in str(e) or "HTTP 400" in str(e), e
+            prom_ok = False
+        try:
+            Canary.model_validate({"interval": d})
+            api_ok = True
+        except ValidationError:
+            api_ok = False
+        if prom_ok != api_ok:
+            differ.append(f"{d!r}: prometheus {'accepts' if prom_ok else 'rejects'}, "
+                          f"the API {'accepts' if api_ok else 'rejects'}")
+    assert not differ, differ

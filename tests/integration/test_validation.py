@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
+
+from modeldeploy.api import ModelDeployment
 
 pytestmark = pytest.mark.cluster
 
@@ -56,7 +59,7 @@ CASES = [
         "replicas": {}, "istio": {"hosts": ["m"]}}}}), "set exactly one of replicas, gatewayAPI or istio"),
     ("no router", with_spec(rollout={"canary": {"trafficRouter": {}}}), "set exactly one of replicas"),
     ("bad interval", with_spec(rollout={"canary": {"interval": "soon"}}),
-     "spec.rollout.canary.interval: Invalid value"),
+     "spec.rollout.canary.interval: Invalid value: \"string\": canary.interval must be a Prometheus duration"),
     ("unknown strategy", with_spec(rollout={"strategy": "BlueGreen"}), 'supported values: "Canary", "Rolling"'),
     ("error-rate as percent", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
         {"name": "error-rate", "max": 5}]}}), "error-rate is a ratio: thresholds must be within 0..1"),
@@ -99,3 +102,42 @@ def test_the_good_object_is_accepted_and_defaulted(crd: str, namespace: str, kub
     assert spec["rollout"]["canary"]["steps"] == [10, 25, 50]
     assert spec["rollout"]["canary"]["trafficRouter"] == {"replicas": {}}
     assert spec["rollout"]["analysis"]["minRequests"] == 20
+
+
+def _duration_message(field: str) -> str:
+    return (f"{field} must be a Prometheus duration such as 30s, 1m30s or 2m (whole numbers; units y w d h m s ms, "
+            "each at most once, largest first), greater than zero")
+
+
+INTERVAL, TIMEOUT = _duration_message("canary.interval"), _duration_message("analysis.prometheus.timeout")
+INTERVAL_TOO_LONG = "canary.interval is too long: Prometheus durations stop at 292y"
+
+# (interval, timeout, the API server's message or None when accepted). Prometheus rejects 1.5m, 30s1m,
+# 1m1h (fractions, repeated or out-of-order units), 0s (range selectors must be > 0) and 293y (overflow).
+DURATIONS = [
+    ("1.5m", "5s", INTERVAL), ("30s1m", "5s", INTERVAL), ("1m1h", "5s", INTERVAL), ("0s", "5s", INTERVAL),
+    ("5x", "5s", INTERVAL), ("0", "5s", INTERVAL), ("1ms1s", "5s", INTERVAL),
+    ("30s", "1.5s", TIMEOUT), ("30s", "0s", TIMEOUT), ("30s", "5s5s", TIMEOUT),
+    ("293y", "5s", INTERVAL_TOO_LONG), ("9223372036855ms", "5s", INTERVAL_TOO_LONG),
+    ("1m30s", "5s", None), ("500ms", "2s500ms", None), ("1h", "1m", None), ("2d", "5s", None),
+    ("1y2w3d4h5m6s7ms", "5s", None), ("0m30s", "5s", None), ("292y", "5s", None), ("9223372036854ms", "5s", None),
+]
+
+
+@pytest.mark.parametrize("interval,timeout,message", DURATIONS, ids=[f"{i}/{t}" for i, t, _ in DURATIONS])
+def test_durations_are_exactly_what_prometheus_accepts(crd: str, namespace: str, kube_env: dict[str, str],
+                                                       interval: str, timeout: str, message: str | None) -> None:
+    """The API server (CEL) and the Python model (ModelDeployment.model_validate) agree on every case."""
+    body = with_spec(rollout={"canary": {"interval": interval},
+                              "analysis": {"prometheus": {**PROM, "timeout": timeout}}})
+    out = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", namespace, "-f", "-"],
+                         input=yaml.safe_dump(body), text=True, capture_output=True, env=kube_env)
+    if message is None:
+        assert out.returncode == 0, out.stderr
+        ModelDeployment.model_validate(body)
+    else:
+        assert out.returncode != 0, out.stdout
+        assert message in out.stderr, out.stderr
+        with pytest.raises(ValidationError) as err:
+            ModelDeployment.model_validate(body)
+        assert message in str(err.value)

@@ -119,6 +119,35 @@ def test_manifest_rejects_nonsense():
         build_manifest(ManifestOptions(name="a", image="i", bento="a:b", interval="soon"))
 
 
+@pytest.mark.parametrize("interval", ["1m30s", "500ms", "2d", "1h"])
+def test_manifest_takes_every_interval_the_operator_takes(interval):
+    """The generator's own regex rejected 1m30s (and 2d), which the operator accepts."""
+    manifest = build_manifest(ManifestOptions(name="a", image="i", bento="a:b", interval=interval))
+    assert manifest["spec"]["rollout"]["canary"]["interval"] == interval
+
+
+@pytest.mark.parametrize(("opts", "message"), [
+    (dict(interval="1.5m"), "--interval '1.5m': canary.interval must be a Prometheus duration such as 30s, 1m30s"),
+    (dict(interval="30s1m"), "--interval '30s1m': canary.interval must be a Prometheus duration"),
+    (dict(interval="0s"), "greater than zero (spec.rollout.canary.interval)"),
+    (dict(port=70000), "--port 70000: Input should be less than or equal to 65535"),
+    (dict(replicas=5000), "--replicas 5000: Input should be less than or equal to 1000"),
+    (dict(prometheus="prometheus:9090"), "--prometheus 'prometheus:9090'"),
+])
+def test_manifest_is_validated_by_the_operators_api(opts, message):
+    with pytest.raises(DeployError) as err:
+        build_manifest(ManifestOptions(name="a", image="i", bento="a:b", **opts))
+    assert message in str(err.value)
+
+
+def test_manifest_cli_reports_the_api_message(capsys):
+    assert main(["manifest", "--name", "ok", "--image", "i:1", "--bento", "a:b", "--interval", "1.5m"]) == 1
+    err = capsys.readouterr().err
+    assert "--interval '1.5m': canary.interval must be a Prometheus duration" in err and "Traceback" not in err
+    assert main(["manifest", "--name", "ok", "--image", "i:1", "--bento", "a:b", "--interval", "1m30s"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["spec"]["rollout"]["canary"]["interval"] == "1m30s"
+
+
 def test_containerize_says_what_is_missing(tmp_path, capsys, monkeypatch):
     if docker_status().ok:
         pytest.skip("a Docker engine is running here; containerize would really build")
