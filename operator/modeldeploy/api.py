@@ -325,8 +325,10 @@ class Analysis(_Model):
                               description="Fewer canary requests in the window = inconclusive: hold, "
                                           "never promote.")
     inconclusive_limit: int = Field(default=10, ge=1, le=1000,
-                                    description="Inconclusive analyses in a row before the rollout is "
-                                                "marked Failed (the canary keeps its weight).")
+                                    description="Inconclusive analyses in a row before the canary is rolled "
+                                                "back: its weight goes to 0, it is scaled down and the phase "
+                                                "is Failed; the revision is not retried until spec.model "
+                                                "changes.")
     error_limit: int = Field(default=3, ge=1, le=100,
                              description="Consecutive metric-provider errors before rolling back.")
     measurement_interval: str = Field(
