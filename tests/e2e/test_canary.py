@@ -217,12 +217,19 @@ def test_operator_pod_deleted_mid_canary_resumes_at_the_same_step(
     at_restart = rk.status("price")
     steps: list[int] = []
 
+    last: dict[str, Any] = {}
+
     def promoted() -> bool:
         st = rk.status("price")
+        last.update(st)
         steps.append(int(st.get("currentStep", 0)))
         return st.get("stable", {}).get("image", "").endswith(":v2") and st.get("phase") == "Healthy"
 
-    wait_for(promoted, 180, interval=0.2, what="promotion after the operator's new pod took over")
+    try:
+        wait_for(promoted, 180, interval=0.2, what="promotion after the operator's new pod took over")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nstatus: {last}\nevents: {[(ev.reason, ev.message) for ev in rk.events('price')]}"
+                             f"\noperator log: {incluster_operator.logs()[-4000:]}") from None
     assert at_restart["currentStep"] >= 2
     before_promotion = [s for s in steps if s]
     assert before_promotion and min(before_promotion) >= 2, steps  # never back to step 1

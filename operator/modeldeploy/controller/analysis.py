@@ -8,8 +8,6 @@ exception out of the reconcile.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from datetime import datetime
 
@@ -17,7 +15,7 @@ from modeldeploy import opmetrics
 from modeldeploy.api import MetricCheck, ModelDeployment, parse_duration
 from modeldeploy.k8s import Kube
 from modeldeploy.metrics import MetricProvider, ProviderError, queries
-from modeldeploy.metrics.prometheus import PrometheusProvider
+from modeldeploy.metrics.prometheus import PrometheusProvider, credentials_from_secret
 from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse, probe
 from modeldeploy.rollout.engine import MeasureRequest, View, fmt_time, measurement_due
 
@@ -89,13 +87,7 @@ class AnalysisRunner:
             secret = self.kube.get("Secret", md.namespace, prom.secret_ref.name)
             if secret is None:
                 raise ProviderError(f"Secret {prom.secret_ref.name!r} (analysis.prometheus.secretRef) not found")
-            try:
-                data = {k: base64.b64decode(v, validate=True).decode() for k, v in (secret.get("data") or {}).items()}
-            except (binascii.Error, UnicodeDecodeError) as e:
-                raise ProviderError(f"Secret {prom.secret_ref.name!r} (analysis.prometheus.secretRef) has a value "
-                                    f"that is not UTF-8 text: {type(e).__name__}") from None
-            kwargs = {"token": data.get("token"), "username": data.get("username"),
-                      "password": data.get("password"), "ca_pem": data.get("ca.crt")}
+            kwargs = credentials_from_secret(secret)
         return PrometheusProvider(prom.address, timeout=parse_duration(prom.timeout),
                                   insecure_skip_verify=prom.insecure_skip_verify, **kwargs)
 
