@@ -107,7 +107,7 @@ class Controller:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
             for key in list(self.known):
-                self.queue.add(key)
+                self.queue.resync(key)  # never cuts a backoff short
 
     async def _peering_gate(self) -> None:
         """Follow kopf's peering object: work only while we are the highest-priority live replica.
@@ -166,7 +166,7 @@ class Controller:
                 n = self.failures.get(key, 0) + 1
                 self.failures[key] = n
                 delay = min(self.settings.backoff_base_seconds * 2 ** (n - 1), self.settings.backoff_max_seconds)
-                self.queue.add_after(key, delay)
+                self.queue.add_backoff(key, delay)
                 continue
             self.failures.pop(key, None)
             if result.requeue_after is not None:  # e.g. the next canary analysis is due then
