@@ -23,11 +23,14 @@ class OperatorMetrics:
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
             return r.read().decode()
 
-    def writes(self) -> float:
-        """Total API writes this operator process has sent (all kinds, all verbs)."""
+    def writes(self, kinds: tuple[str, ...] | None = None) -> float:
+        """Total API writes this operator process has sent (all verbs; of `kinds` only, if given —
+        e.g. leave out "Lease" to count only what the controller wrote)."""
         total = 0.0
-        for m in re.finditer(r"^modeldeploy_api_writes_total\{[^}]*\} ([0-9.e+]+)$", self.metrics(), re.M):
-            total += float(m.group(1))
+        for m in re.finditer(r'^modeldeploy_api_writes_total\{([^}]*)\} ([0-9.e+]+)$', self.metrics(), re.M):
+            kind = re.search(r'kind="([^"]*)"', m.group(1))
+            if kinds is None or (kind is not None and kind.group(1) in kinds):
+                total += float(m.group(2))
         return total
 
     def counter(self, series: str) -> float:
@@ -74,7 +77,13 @@ class OperatorProcess(OperatorMetrics):
         except OSError:
             return False
 
+    def kill(self) -> None:
+        """An unclean death: SIGKILL, so nothing of the operator's shutdown runs (its Lease is not
+        released and has to expire)."""
+        self.stop(signal.SIGKILL)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the operator's process group and wait for it to exit (SIGKILL after 20 s)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import socket
 import sys
 from datetime import UTC, datetime
@@ -28,25 +27,27 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import modeldeploy.handlers  # noqa: F401  (registers the handlers)
+    from modeldeploy.config import Settings
+    from modeldeploy.controller.leader import LeaseConfig
 
     if args.namespace:
         os.environ["MODELDEPLOY_NAMESPACES"] = ",".join(args.namespace)
     if args.http_address:
         os.environ["MODELDEPLOY_HTTP_ADDRESS"] = args.http_address
-    namespaces = args.namespace or [n for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n]
-    peering = os.environ.get("MODELDEPLOY_PEERING", "")
+    try:
+        settings = Settings()
+        if settings.leader_election:
+            LeaseConfig.from_settings(settings)  # fail now, with the reason, rather than inside kopf's retries
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    namespaces = list(settings.namespaces)
     # Our own identity, always: kopf's default asks the user database for the uid's name, and the
     # image's numeric non-root user (65532) has no entry there (getpwuid raises, the pod crash-loops).
-    identity = os.environ.get("MODELDEPLOY_PEERING_IDENTITY") or \
-        f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
-    kwargs: dict[str, Any] = {"standalone": not peering, "clusterwide": not namespaces, "namespaces": namespaces,
-                              "identity": identity}
-    if peering:
-        # Distinct identity and priority per replica: kopf pauses every replica on a priority tie.
-        priority = int(os.environ.get("MODELDEPLOY_PEERING_PRIORITY") or random.randint(1, 2**31 - 1))
-        os.environ["MODELDEPLOY_PEERING_IDENTITY"] = identity
-        os.environ["MODELDEPLOY_PEERING_PRIORITY"] = str(priority)
-        kwargs.update(peering_name=peering, priority=priority)
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+    # Standalone on every replica: leader election is the controller's own Lease (controller/leader.py).
+    kwargs: dict[str, Any] = {"standalone": True, "clusterwide": not namespaces, "namespaces": namespaces,
+                              "identity": identity}  # (kopf types identity as its internal NewType)
     asyncio.run(kopf.operator(**kwargs))
     return 0
 

@@ -6,7 +6,13 @@ The Helm chart and the kustomize install set these through the Deployment's env.
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
+
+# Where a pod finds its own namespace (the ServiceAccount token mount).
+INCLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -17,6 +23,24 @@ def _env_float(name: str, default: float) -> float:
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return int(raw) if raw else default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r}: expected true or false")
+
+
+def _incluster_namespace() -> str:
+    try:
+        return INCLUSTER_NAMESPACE_FILE.read_text().strip()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -33,12 +57,31 @@ class Settings:
     # Comma-separated namespaces to watch; empty means cluster-wide.
     namespaces: tuple[str, ...] = field(default_factory=lambda: tuple(
         n.strip() for n in os.environ.get("MODELDEPLOY_NAMESPACES", "").split(",") if n.strip()))
-    # kopf peering object name for leader election between replicas; empty = standalone (1 replica).
-    peering: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_PEERING", ""))
-    # This replica's peering identity and priority (the highest-priority live replica works; the CLI
-    # picks a random priority per process unless set, so two replicas never tie).
-    peering_identity: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_PEERING_IDENTITY", ""))
-    peering_priority: int = field(default_factory=lambda: _env_int("MODELDEPLOY_PEERING_PRIORITY", 0))
+    # Leader election between replicas on a coordination.k8s.io/v1 Lease: only the holder reconciles,
+    # the others keep their watches warm and stand by. Off for a single replica (the chart turns it
+    # on when replicaCount > 1 or leaderElection.enabled).
+    leader_election: bool = field(default_factory=lambda: _env_bool("MODELDEPLOY_LEADER_ELECTION", False))
+    # The Lease's name, and its namespace: the chart sets the release namespace (downward API); out
+    # of a cluster set it yourself (empty: the pod's own namespace when in a cluster, else an error).
+    lease_name: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_LEASE_NAME", "modeldeploy"))
+    lease_namespace: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_LEASE_NAMESPACE", "")
+                                 or _incluster_namespace())
+    # This replica's holderIdentity in the Lease: unique per process (pod name + random suffix), so a
+    # restarted container never mistakes its predecessor's lease for its own.
+    lease_identity: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_LEASE_IDENTITY", "")
+                                or f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}")
+    # How long a Lease is valid after its last renewal: a standby takes it over this long after it
+    # last saw the record change, so after an unclean death (SIGKILL, node loss) takeover takes at
+    # most lease + one retry period of observation lag: ~12.4 s with the defaults (target: 15 s).
+    lease_duration_seconds: float = field(
+        default_factory=lambda: _env_float("MODELDEPLOY_LEASE_DURATION_SECONDS", 10.0))
+    # The leader stops working when it has not renewed for this long. Must be shorter than the lease
+    # duration, so it stands down before anyone else may acquire (3 s of margin with the defaults).
+    lease_renew_deadline_seconds: float = field(
+        default_factory=lambda: _env_float("MODELDEPLOY_LEASE_RENEW_DEADLINE_SECONDS", 7.0))
+    # Time between acquire/renew attempts (a standby's are jittered by up to 20 %, client-go's factor).
+    lease_retry_period_seconds: float = field(
+        default_factory=lambda: _env_float("MODELDEPLOY_LEASE_RETRY_PERIOD_SECONDS", 2.0))
     # Log format: "json" for log pipelines, "plain" for terminals.
     log_format: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_LOG_FORMAT", "plain"))
     # Kubeconfig path for running outside a cluster (else in-cluster config / KUBECONFIG).

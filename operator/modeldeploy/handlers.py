@@ -42,9 +42,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
     settings.posting.level = logging.WARNING
-    settings.peering.name = cfg.peering or "modeldeploy"
-    settings.peering.mandatory = bool(cfg.peering)
-    settings.peering.standalone = not cfg.peering
     kube = Kube(load_api_client(cfg.kubeconfig, pool_size=cfg.workers + 4))
     controller = Controller(kube, cfg)
     await controller.start()

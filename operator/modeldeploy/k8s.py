@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "modeldeploy"
 
+class Conflict(Exception):
+    """A conditional write found a newer resourceVersion: someone else wrote the object since we read it."""
+
+
 # kind -> (API path prefix, plural). Namespaced kinds only; the operator manages nothing else.
 KINDS: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
@@ -120,14 +124,14 @@ class Kube:
         return path
 
     def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None,
-              query: list[tuple[str, str]] | None = None) -> Any:
+              query: list[tuple[str, str]] | None = None, timeout: float = 30) -> Any:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         resp = self.api.call_api(
             path, method, header_params=headers, body=body, query_params=query or [],
             auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True,
-            _preload_content=True, _request_timeout=30,
+            _preload_content=True, _request_timeout=timeout,
         )
         return resp
 
@@ -149,16 +153,33 @@ class Kube:
         self._remember(kind, namespace, name, obj)
         return obj
 
-    def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
-        """kopf's peering object: ClusterKopfPeering (cluster-wide) or KopfPeering (in `namespace`)."""
-        path = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{name}" if namespace else \
-            f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}"
+    # -- Leases (leader election; see controller/leader.py) --------------------------------------
+    def _lease_path(self, namespace: str, name: str | None = None) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
+
+    def get_lease(self, namespace: str, name: str, timeout: float = 30) -> dict[str, Any] | None:
         try:
-            return self._call("GET", path)
+            lease: dict[str, Any] = self._call("GET", self._lease_path(namespace, name), timeout=timeout)
+            return lease
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
+
+    def create_lease(self, lease: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """POST; an ApiException 409 (AlreadyExists) when another candidate created it first."""
+        result: dict[str, Any] = self._call("POST", self._lease_path(lease["metadata"]["namespace"]), body=lease,
+                                            timeout=timeout)
+        opmetrics.API_WRITES.labels(kind="Lease", verb="create").inc()
+        return result
+
+    def update_lease(self, lease: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """PUT with the lease's metadata.resourceVersion: an ApiException 409 when anyone wrote it since."""
+        meta = lease["metadata"]
+        result: dict[str, Any] = self._call("PUT", self._lease_path(meta["namespace"], meta["name"]), body=lease,
+                                            timeout=timeout)
+        opmetrics.API_WRITES.labels(kind="Lease", verb="update").inc()
+        return result
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -180,9 +201,20 @@ class Kube:
                 raise
         self.forget(kind, namespace, name)  # next read asks the server (deletion may take a moment)
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        result = self._call("PATCH", self._path(KIND, namespace, name, "status"), body={"status": status},
-                            content_type="application/merge-patch+json")
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                     resource_version: str | None = None) -> dict[str, Any]:
+        """Merge-patch `.status`. With `resource_version` the write is conditional (optimistic
+        concurrency): it applies only to that version of the object, else `Conflict` and nothing changed."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            result = self._call("PATCH", self._path(KIND, namespace, name, "status"), body=body,
+                                content_type="application/merge-patch+json")
+        except ApiException as e:
+            if e.status == 409 and resource_version is not None:
+                raise Conflict(f"{KIND} {namespace}/{name} changed since resourceVersion {resource_version}") from e
+            raise
         opmetrics.API_WRITES.labels(kind=KIND, verb="status").inc()
         self._remember(KIND, namespace, name, result)
         return result

@@ -16,6 +16,8 @@ RECONCILE_DURATION = Histogram("modeldeploy_reconcile_duration_seconds", "Time t
                                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 API_WRITES = Counter("modeldeploy_api_writes_total", "Write requests sent to the API server.", ["kind", "verb"])
 MANAGED = Gauge("modeldeploy_managed_objects", "ModelDeployments known to this operator.")
+LEADER = Gauge("modeldeploy_leader", "1 while this replica may reconcile: it holds the leader Lease, or runs "
+               "without leader election.")
 QUEUE_DEPTH = Gauge("modeldeploy_workqueue_depth", "Keys waiting in the reconcile queue.")
 PHASE = Gauge("modeldeploy_phase", "1 for the current phase of each ModelDeployment.",
               ["namespace", "name", "phase"])

@@ -5,7 +5,8 @@ install cluster-wide into a namespace that enforces Pod Security "restricted" (s
 proves the operator pod complies) and wait for the Deployment to be available (kwok runs no
 containers but reports the pods Ready); check least privilege with real authorization checks
 (`kubectl auth can-i` as the operator's ServiceAccount); upgrade to namespaced mode with two
-replicas and peering; uninstall and check everything but the CRDs is gone.
+replicas and leader election (a Lease in the release namespace, nowhere else); uninstall and
+check everything but the CRDs is gone.
 """
 
 from __future__ import annotations
@@ -67,12 +68,11 @@ def watched_namespace(api_client: client.ApiClient) -> Iterator[str]:
 def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: client.ApiClient, namespace: str,
                                         watched_namespace: str, crd: str) -> None:
     # `crd`: the session's CRD comes from the fixture (server-side apply); helm then skips the
-    # existing CRD and installs the kopf peering CRDs from the chart's crds/.
+    # existing CRD, the only one in the chart's crds/.
     core = client.CoreV1Api(api_client)
     apps = client.AppsV1Api(api_client)
     rbac = client.RbacAuthorizationV1Api(api_client)
     ext = client.ApiextensionsV1Api(api_client)
-    custom = client.CustomObjectsApi(api_client)
     release = f"md{uuid.uuid4().hex[:6]}"
     full = f"{release}-modeldeploy"
     sa = f"system:serviceaccount:{namespace}:{full}"
@@ -100,8 +100,9 @@ def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: cl
         assert len(pods) == 1 and pods[0].status.phase == "Running"  # admitted under "restricted"
         assert core.read_namespaced_service(f"{full}-metrics", namespace).spec.ports[0].name == "metrics"
         assert core.read_namespaced_service_account(full, namespace)
-        for crd in ("modeldeployments.modeldeploy.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
-            assert exists(ext.read_custom_resource_definition, crd), crd
+        assert exists(ext.read_custom_resource_definition, "modeldeployments.modeldeploy.io")
+        for crd in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):  # kopf peering is gone
+            assert not exists(ext.read_custom_resource_definition, crd), crd
         assert exists(rbac.read_cluster_role_binding, full)
 
         # least privilege, decided by the API server's authorizer
@@ -116,26 +117,38 @@ def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: cl
         assert not can_i(kube_env, sa, "create", "pods", other_ns)
         assert not can_i(kube_env, sa, "delete", "modeldeployments.modeldeploy.io", other_ns)
         assert not can_i(kube_env, sa, "create", "clusterrolebindings.rbac.authorization.k8s.io")
-        assert not can_i(kube_env, sa, "patch", "clusterkopfpeerings.kopf.dev")  # standalone: no peering
+        # one replica: no leader election, no Lease access anywhere
+        assert not can_i(kube_env, sa, "get", "leases.coordination.k8s.io", namespace)
+        assert not can_i(kube_env, sa, "create", "leases.coordination.k8s.io", namespace)
 
-        # ---- upgrade: namespaced mode, two replicas with peering ---------------------------
+        # ---- upgrade: namespaced mode, two replicas with leader election ------------------
         run(kube_env, "helm", "upgrade", release, str(CHART), "-n", namespace, "--wait", "--timeout", "180s",
             "--set", f"operator.watchNamespaces[0]={watched_namespace}", "--set", "replicaCount=2",
             "--set", "metrics.service.port=9100")
         wait_for(lambda: available(2), 90, what="two operator replicas available")
         env = {e.name: e.value for e in apps.read_namespaced_deployment(full, namespace).spec.template.spec
                .containers[0].env}
-        assert env["MODELDEPLOY_NAMESPACES"] == watched_namespace and env["MODELDEPLOY_PEERING"] == full
+        assert env["MODELDEPLOY_NAMESPACES"] == watched_namespace
+        assert env["MODELDEPLOY_LEADER_ELECTION"] == "true" and env["MODELDEPLOY_LEASE_NAME"] == full
         assert not exists(rbac.read_cluster_role_binding, full), "cluster-wide binding left behind"
         assert exists(rbac.read_namespaced_role, full, watched_namespace)
         assert exists(rbac.read_namespaced_role_binding, full, watched_namespace)
-        peering = custom.get_namespaced_custom_object("kopf.dev", "v1", watched_namespace, "kopfpeerings", full)
-        assert peering["metadata"]["name"] == full
+        assert exists(rbac.read_namespaced_role, f"{full}-leader-election", namespace)
+        assert exists(rbac.read_namespaced_role_binding, f"{full}-leader-election", namespace)
         assert apps.read_namespaced_deployment(full, namespace).spec.strategy.type == "RollingUpdate"
         assert client.PolicyV1Api(api_client).read_namespaced_pod_disruption_budget(full, namespace)
         assert core.read_namespaced_service(f"{full}-metrics", namespace).spec.ports[0].port == 9100
         assert can_i(kube_env, sa, "patch", "deployments.apps", watched_namespace)
-        assert can_i(kube_env, sa, "patch", "kopfpeerings.kopf.dev/" + full, watched_namespace)
+        # the Lease: create, and get/update of its own name, in the release namespace only
+        lease = f"leases.coordination.k8s.io/{full}"
+        assert can_i(kube_env, sa, "create", "leases.coordination.k8s.io", namespace)
+        assert can_i(kube_env, sa, "get", lease, namespace)
+        assert can_i(kube_env, sa, "update", lease, namespace)
+        assert not can_i(kube_env, sa, "update", "leases.coordination.k8s.io/someone-elses", namespace)
+        assert not can_i(kube_env, sa, "delete", lease, namespace)
+        assert not can_i(kube_env, sa, "list", "leases.coordination.k8s.io", namespace)
+        assert not can_i(kube_env, sa, "update", lease, watched_namespace)
+        assert not can_i(kube_env, sa, "create", "leases.coordination.k8s.io", "kube-system")
         assert not can_i(kube_env, sa, "patch", "deployments.apps", other_ns)
         assert not can_i(kube_env, sa, "watch", "modeldeployments.modeldeploy.io", other_ns)
         assert not can_i(kube_env, sa, "list", "namespaces")
@@ -151,6 +164,8 @@ def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: cl
     for read, args in [(rbac.read_cluster_role, (full,)), (rbac.read_cluster_role, (f"{full}-cluster",)),
                        (rbac.read_cluster_role_binding, (f"{full}-cluster",)),
                        (rbac.read_namespaced_role, (full, watched_namespace)),
+                       (rbac.read_namespaced_role, (f"{full}-leader-election", namespace)),
+                       (rbac.read_namespaced_role_binding, (f"{full}-leader-election", namespace)),
                        (core.read_namespaced_service_account, (full, namespace)),
                        (core.read_namespaced_service, (f"{full}-metrics", namespace))]:
         assert not exists(read, *args), (read.__name__, args)

@@ -74,7 +74,7 @@ def test_helm_lint(values: str) -> None:
     assert "0 chart(s) failed" in res.stdout
 
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "KopfPeering"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
 @pytest.mark.parametrize("which", ["default", "full"])
@@ -97,8 +97,9 @@ def test_default_render_objects(default_docs: list[dict]) -> None:
 
 def test_full_render_objects(full_docs: list[dict]) -> None:
     kinds = {d["kind"] for d in full_docs}
-    assert {"NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "KopfPeering",
-            "Role", "RoleBinding"} <= kinds
+    assert {"NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule", "Role",
+            "RoleBinding"} <= kinds
+    assert not kinds & {"ClusterKopfPeering", "KopfPeering"}  # kopf peering is gone: a Lease elects the leader
     sm = only(full_docs, "ServiceMonitor")
     svc = only(full_docs, "Service")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
@@ -144,7 +145,7 @@ def test_operator_container(default_docs: list[dict], full_docs: list[dict]) -> 
     assert c["args"] == ["operator"]
     assert env["MODELDEPLOY_HTTP_ADDRESS"] == "0.0.0.0:8080"
     # cluster-wide and standalone: unset rather than "" (no perpetual diff for kubectl apply / Argo CD)
-    assert "MODELDEPLOY_NAMESPACES" not in env and "MODELDEPLOY_PEERING" not in env
+    assert "MODELDEPLOY_NAMESPACES" not in env and "MODELDEPLOY_LEADER_ELECTION" not in env
     assert all(e.get("value") != "" for e in c["env"])
     assert env["MODELDEPLOY_LOG_FORMAT"] == "json"
     assert {"MODELDEPLOY_RESYNC_SECONDS", "MODELDEPLOY_WORKERS", "MODELDEPLOY_BACKOFF_BASE_SECONDS",
@@ -211,51 +212,85 @@ def test_rbac_cluster_wide(default_docs: list[dict]) -> None:
 
 def test_rbac_namespaced(full_docs: list[dict]) -> None:
     _no_wildcards(full_docs)
-    # Only the cluster-scoped minimum is a ClusterRole: CRDs, read-only. No namespaces, no peering.
+    # Only the cluster-scoped minimum is a ClusterRole: CRDs, read-only. No namespaces, no Leases.
     (cluster,) = by_kind(full_docs, "ClusterRole")
     assert _rules(cluster) == {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
-    roles = by_kind(full_docs, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["models-a", "models-b"]
-    for role in roles:
-        rules = _rules(role)
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(full_docs, "Role")}
+    assert sorted(roles) == [("models-a", "md-modeldeploy"), ("models-b", "md-modeldeploy"),
+                             ("ops", "md-modeldeploy-leader-election")]
+    for ns in ("models-a", "models-b"):
+        rules = _rules(roles[(ns, "md-modeldeploy")])
         assert rules[("apps", "deployments")] == {"get", "list", "watch", "create", "patch", "delete"}
         assert ("networking.istio.io", "virtualservices") not in rules  # rbac.istio: false
-        assert rules[("kopf.dev", "kopfpeerings#named")] == {"get", "patch"}
-        named = [r for r in role["rules"] if r.get("resourceNames")]
-        assert named[0]["resourceNames"] == ["mdep-peering"]
-    bindings = by_kind(full_docs, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["models-a", "models-b"]
-    for b in bindings:
+        assert not [k for k in rules if k[0] in ("coordination.k8s.io", "kopf.dev")], rules
+    # three replicas: the Lease, in the release namespace only, by its name where RBAC can tell
+    lease_role = roles[("ops", "md-modeldeploy-leader-election")]
+    assert _rules(lease_role) == {("coordination.k8s.io", "leases"): {"create"},
+                                  ("coordination.k8s.io", "leases#named"): {"get", "update"}}
+    assert [r["resourceNames"] for r in lease_role["rules"] if r.get("resourceNames")] == [["mdep-leader"]]
+    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b for b in by_kind(full_docs, "RoleBinding")}
+    assert sorted(bindings) == sorted(roles)
+    for (_, name), b in bindings.items():
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": "modeldeploy-sa", "namespace": "ops"}]
-        assert b["roleRef"]["kind"] == "Role"
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
 
 
 # --------------------------------------------------------------------------------------------
-# more than one replica: kopf peering
+# more than one replica: leader election on a Lease
 # --------------------------------------------------------------------------------------------
+def _env(docs: list[dict]) -> dict[str, dict]:
+    return {e["name"]: e for e in only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
 def test_single_replica_is_standalone(default_docs: list[dict]) -> None:
     dep = only(default_docs, "Deployment")
     assert dep["spec"]["replicas"] == 1
     assert dep["spec"]["strategy"] == {"type": "Recreate"}  # never two standalone operators at once
-    assert not by_kind(default_docs, "ClusterKopfPeering") and not by_kind(default_docs, "PodDisruptionBudget")
+    assert not by_kind(default_docs, "Role") and not by_kind(default_docs, "PodDisruptionBudget")
+    assert not [k for k in _env(default_docs) if k.startswith("MODELDEPLOY_LEASE")]
+    for role in by_kind(default_docs, "ClusterRole"):
+        assert not [k for k in _rules(role) if k[0] == "coordination.k8s.io"], role["metadata"]["name"]
 
 
-def test_replicas_turn_peering_on() -> None:
-    docs = render("--set", "replicaCount=2")
+@pytest.mark.parametrize("args", [("--set", "replicaCount=2"), ("--set", "leaderElection.enabled=true")])
+def test_replicas_turn_leader_election_on(args: tuple[str, str]) -> None:
+    docs = render(*args)
     dep = only(docs, "Deployment")
-    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["MODELDEPLOY_PEERING"] == "md-modeldeploy"
-    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
-    peering = only(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "md-modeldeploy"
-    assert only(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
-    cluster = _rules(next(d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "md-modeldeploy-cluster"))
-    assert cluster[("kopf.dev", "clusterkopfpeerings")] == {"list", "watch"}
-    assert cluster[("kopf.dev", "clusterkopfpeerings#named")] == {"get", "patch"}
-    # the peering CRDs ship with the chart
-    peering_crds = {d["metadata"]["name"] for d in yaml.safe_load_all((CHART / "crds" / "kopf.dev_peerings.yaml")
-                                                                      .read_text())}
-    assert peering_crds == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    env = _env(docs)
+    assert env["MODELDEPLOY_LEADER_ELECTION"]["value"] == "true"
+    assert env["MODELDEPLOY_LEASE_NAME"]["value"] == "md-modeldeploy"
+    # the release namespace, from the downward API
+    assert env["MODELDEPLOY_LEASE_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    timings = {k: env[f"MODELDEPLOY_LEASE_{k}_SECONDS"]["value"] for k in ("DURATION", "RENEW_DEADLINE",
+                                                                            "RETRY_PERIOD")}
+    assert timings == {"DURATION": "10", "RENEW_DEADLINE": "7", "RETRY_PERIOD": "2"}
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    role = only(docs, "Role")
+    assert (role["metadata"]["name"], role["metadata"]["namespace"]) == ("md-modeldeploy-leader-election",
+                                                                        "modeldeploy-system")
+    assert _rules(role) == {("coordination.k8s.io", "leases"): {"create"},
+                            ("coordination.k8s.io", "leases#named"): {"get", "update"}}
+    assert [r["resourceNames"] for r in role["rules"] if r.get("resourceNames")] == [["md-modeldeploy"]]
+    binding = only(docs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "modeldeploy-system"
+    assert binding["roleRef"]["name"] == "md-modeldeploy-leader-election"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "md-modeldeploy",
+                                    "namespace": "modeldeploy-system"}]
+    # cluster-wide grants unchanged: the Lease is never granted cluster-wide
+    for cr in by_kind(docs, "ClusterRole"):
+        assert not [k for k in _rules(cr) if k[0] in ("coordination.k8s.io", "kopf.dev")], cr["metadata"]["name"]
+    if args[1] == "replicaCount=2":
+        assert only(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    # kopf's peering CRDs no longer ship with the chart
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["modeldeploy.io_modeldeployments.yaml"]
+
+
+def test_leader_election_timings_are_checked() -> None:
+    for sets, message in [(["leaderElection.renewDeadlineSeconds=10"], "greater than leaderElection.renewDeadline"),
+                          (["leaderElection.retryPeriodSeconds=6"], "1.2 x leaderElection.retryPeriodSeconds")]:
+        res = helm("template", "md", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicaCount=2",
+                   *[a for s in sets for a in ("--set", s)], check=False)
+        assert res.returncode != 0 and message in res.stderr, res.stderr
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +312,9 @@ BAD_VALUES = [
     (["--set", "metrics.prometheusRule.disabledAlerts[0]=NoSuchAlert"], "disabledAlerts"),
     (["--set", "networkPolicy.apiServerCIDRs[0]=everywhere"], "apiServerCIDRs"),
     (["--set", "podDisruptionBudget.minAvailable=half"], "minAvailable"),
-    (["--set-string", "peering.enabled=yes"], "enabled"),
+    (["--set-string", "leaderElection.enabled=yes"], "enabled"),
+    (["--set", "leaderElection.leaseDurationSeconds=0"], "leaseDurationSeconds"),
+    (["--set", "leaderElection.leaseName=Not_A_Name"], "leaseName"),
 ]
 
 

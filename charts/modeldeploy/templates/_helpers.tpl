@@ -56,13 +56,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* "true" when kopf peering is on: forced, or needed because there is more than one replica. */}}
-{{- define "modeldeploy.peering" -}}
-{{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{/*
+"true" when leader election is on: forced, or needed because there is more than one replica.
+Also checks the timings the way the operator does (a leader must stop before its lease expires).
+*/}}
+{{- define "modeldeploy.leaderElection" -}}
+{{- $le := .Values.leaderElection -}}
+{{- if or $le.enabled (gt (int .Values.replicaCount) 1) -}}
+{{- if not (gt (float64 $le.leaseDurationSeconds) (float64 $le.renewDeadlineSeconds)) -}}
+{{- fail "leaderElection.leaseDurationSeconds must be greater than leaderElection.renewDeadlineSeconds" -}}
+{{- end -}}
+{{- if not (gt (float64 $le.renewDeadlineSeconds) (mulf 1.2 $le.retryPeriodSeconds)) -}}
+{{- fail "leaderElection.renewDeadlineSeconds must be greater than 1.2 x leaderElection.retryPeriodSeconds" -}}
+{{- end -}}
+true
+{{- end -}}
 {{- end -}}
 
-{{- define "modeldeploy.peeringName" -}}
-{{- default (include "modeldeploy.fullname" .) .Values.peering.name -}}
+{{- define "modeldeploy.leaseName" -}}
+{{- default (include "modeldeploy.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
 
 {{/* "true" when the operator watches the whole cluster. */}}

@@ -1,10 +1,12 @@
 """The controller: event intake, workers, and one reconcile = observe -> measure -> plan -> execute.
 
-kopf stays the event source (watch streams, reconnects); this module decides *when* to reconcile
-(the work queue, resyncs, backoff, which replica is active); `reconcile.plan` decides *what* to
+kopf stays the event source (watch streams, reconnects; standalone on every replica, so a
+standby's cache is warm when it takes over); this module decides *when* to reconcile (the work
+queue, resyncs, backoff, whether this replica is the leader); `reconcile.plan` decides *what* to
 do; the collaborators do the I/O, each found in one hop:
 
     queue.WorkQueue ........ dedup, delays, one worker per key
+    leader.LeaderElector ... the coordination.k8s.io Lease: which replica works
     observe.Observer ....... what the cluster holds (cached reads)
     analysis.AnalysisRunner  metric queries when the engine says a measurement is due
     executor.Executor ...... status, objects, Events, metrics, as the plan says
@@ -28,9 +30,10 @@ from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.config import Settings
 from modeldeploy.controller.analysis import AnalysisRunner
 from modeldeploy.controller.executor import Executor
+from modeldeploy.controller.leader import LeaderElector, LeaseConfig
 from modeldeploy.controller.observe import Observer
 from modeldeploy.controller.queue import Key, WorkQueue
-from modeldeploy.k8s import Kube
+from modeldeploy.k8s import Conflict, Kube
 from modeldeploy.reconcile import plan, view_of
 from modeldeploy.resources.common import child_names
 
@@ -42,6 +45,7 @@ class Result:
     requeue_after: float | None = None  # seconds; None = only on the next event or resync
     error: bool = False                 # an exception: retry with exponential backoff
     backoff: bool = False               # a semantic problem: retry with exponential backoff
+    conflict: bool = False              # our status write lost to a newer version: re-read and retry now
 
 
 class Controller:
@@ -59,8 +63,13 @@ class Controller:
         self.started = False
         # resourceVersion of our own last write per object: its watch event needs no reconcile.
         self.own_writes: dict[Key, str] = {}
-        # With peering, only the highest-priority live replica reconciles (see `is_active_peer`).
-        self.active = not settings.peering
+        # With leader election only the Lease holder reconciles; without it this replica always does.
+        self.elector: LeaderElector | None = None
+        if settings.leader_election:
+            self.elector = LeaderElector(kube, LeaseConfig.from_settings(settings),
+                                         on_started_leading=self._started_leading,
+                                         on_stopped_leading=self._stopped_leading)
+        opmetrics.LEADER.set(0 if self.elector else 1)
 
     # -- event intake (called from kopf handlers, on the event loop) ----------------------------
     def enqueue(self, namespace: str, name: str, resource_version: str | None = None, delay: float = 0.0) -> None:
@@ -92,76 +101,59 @@ class Controller:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.settings.workers)]
         self._tasks.append(asyncio.create_task(self._resync()))
-        if self.settings.peering:
-            self._tasks.append(asyncio.create_task(self._peering_gate()))
+        if self.elector is not None:
+            await self.elector.start()
         self.started = True
 
     async def stop(self) -> None:
+        """Stop working, let in-flight reconciles finish, then hand the Lease to a standby."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # In a thread: the elector keeps renewing while the last reconciles finish, and only then
+        # releases, so the successor never overlaps with a write of ours.
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self._pool.shutdown(wait=True, cancel_futures=True))
+        if self.elector is not None:
+            await self.elector.stop(release=True)
         self.started = False
 
+    # -- leadership --------------------------------------------------------------------------------
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader()
+
+    def _started_leading(self) -> None:
+        """A new leader knows nothing of what the old one had queued: reconcile everything known."""
+        log.info("leader: reconciling all %d known ModelDeployments", len(self.known))
+        for key in list(self.known):
+            self.queue.add(key)
+
+    def _stopped_leading(self) -> None:
+        log.warning("leader: standing by; queued keys are dropped until this replica leads again")
+
+    # -- when to reconcile -------------------------------------------------------------------------
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
+            if not self.is_leader():
+                continue
             for key in list(self.known):
                 self.queue.resync(key)  # never cuts a backoff short
-
-    async def _peering_gate(self) -> None:
-        """Follow kopf's peering object: work only while we are the highest-priority live replica.
-
-        kopf pauses a lower-priority replica's watch streams, but our own resync loop and
-        requeues would keep going; this gate stops them too, so two replicas never both write.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                active = await loop.run_in_executor(None, self.is_active_peer)
-            except Exception as e:  # an API blip must not flip leadership: keep the last answer
-                log.warning("peering check failed: %s", e)
-                active = self.active
-            if active != self.active:
-                log.info("peering: this replica is now %s", "active" if active else "standing by")
-                self.active = active
-                if active:
-                    for key in list(self.known):
-                        self.queue.add(key)
-            await asyncio.sleep(3)
-
-    def is_active_peer(self) -> bool:
-        cfg = self.settings
-        obj = self.kube.get_peering(cfg.peering, cfg.namespaces[0] if cfg.namespaces else None)
-        if obj is None:
-            return False
-        now = datetime.now(UTC)
-        mine = False
-        for identity, info in (obj.get("status") or {}).items():
-            if not isinstance(info, dict):
-                continue
-            lastseen = datetime.fromisoformat(str(info.get("lastseen")))
-            if lastseen.tzinfo is None:
-                lastseen = lastseen.replace(tzinfo=UTC)
-            if (now - lastseen).total_seconds() > float(info.get("lifetime", 60)):
-                continue  # dead peer
-            if identity == cfg.peering_identity:
-                mine = True
-            elif int(info.get("priority", 0)) >= cfg.peering_priority:
-                return False
-        return mine
 
     async def _worker(self, _: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
             key = await self.queue.get()
-            if not self.active:  # standing by: the active replica handles it
+            if not self.is_leader():  # standing by: the leader handles it
                 self.queue.done(key)
                 continue
             try:
                 result = await loop.run_in_executor(self._pool, self.reconcile, key)
             finally:
                 self.queue.done(key)
+            if result.conflict:  # someone else wrote first: not a failure, try again at once on fresh data
+                self.queue.add(key)
+                continue
             if result.error or result.backoff:
                 n = self.failures.get(key, 0) + 1
                 self.failures[key] = n
@@ -175,10 +167,19 @@ class Controller:
     # -- one reconcile (in a worker thread) ------------------------------------------------------
     def reconcile(self, key: Key) -> Result:
         t0 = time.perf_counter()
+        if not self.is_leader():  # lost the Lease while this waited for a thread
+            return Result()
         try:
             result = self._reconcile(key)
             opmetrics.RECONCILES.labels("backoff" if result.backoff else "ok").inc()
             return result
+        except Conflict as e:
+            # Our status write was based on an old read (another replica, or a user, wrote since):
+            # nothing after it was written. Drop the cached copy so the retry reads the server's.
+            self.kube.forget(KIND, *key)
+            opmetrics.RECONCILES.labels("conflict").inc()
+            log.info("reconcile %s/%s: %s; retrying on a fresh read", *key, e)
+            return Result(conflict=True)
         except ApiException as e:
             if e.status == 403 and "NamespaceTerminating" in str(e.body):
                 opmetrics.RECONCILES.labels("ok").inc()

@@ -31,7 +31,8 @@ class Executor:
         if status_changed(md.status, p.status):
             log.info("%s/%s: %s -> %s: %s", namespace, name, md.status.phase.value, p.status.phase.value,
                      p.status.message)
-            written = self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"))
+            written = self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"),
+                                             resource_version=md.metadata["resourceVersion"])
             written_rv = str(written.get("metadata", {}).get("resourceVersion", ""))
         self.execute(md, p)
         for ev in p.events:
