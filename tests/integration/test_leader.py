@@ -19,6 +19,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +240,11 @@ def test_a_stale_status_write_gets_409_leaves_the_object_alone_and_the_controlle
     c = Controller(kube, Settings(workers=1, resync_seconds=3600.0, leader_election=False))
     key = (namespace, "stale")
     kube.observe(KIND, "MODIFIED", stale)
+    c.analysis.last_probe[key] = datetime.now(UTC)  # as if this reconcile had probed a canary
     assert c.reconcile(key) == Result(conflict=True)
     assert k.get("stale") == current
     assert k.deployment("stale") is None, "a child was written from a stale decision"
+    assert key not in c.analysis.last_probe, "the retry would skip the probe whose result was never recorded"
 
     # In the worker loop the conflict is retried at once on a fresh read, and is not a failure.
     def count(result: str) -> float:

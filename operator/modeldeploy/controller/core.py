@@ -175,8 +175,10 @@ class Controller:
             return result
         except Conflict as e:
             # Our status write was based on an old read (another replica, or a user, wrote since):
-            # nothing after it was written. Drop the cached copy so the retry reads the server's.
+            # nothing after it was written. Drop the cached copy so the retry reads the server's,
+            # and the probe pacing, so the measurement that was not recorded is taken again.
             self.kube.forget(KIND, *key)
+            self.analysis.forget(key)
             opmetrics.RECONCILES.labels("conflict").inc()
             log.info("reconcile %s/%s: %s; retrying on a fresh read", *key, e)
             return Result(conflict=True)
