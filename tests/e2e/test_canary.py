@@ -166,6 +166,27 @@ def test_canary_returning_5xx_is_rolled_back_and_only_its_own_requests_fail(
     assert rk.status("price")["phase"] == "Healthy", rk.status("price").get("message")
 
 
+def test_a_failing_canary_is_rolled_back_long_before_its_step_ends(
+        rk: RealCluster, scenario: Any, node_images: Images) -> None:
+    """Fail fast: with a 60 s step, an in-step measurement catches a canary failing 50 % of
+    requests as soon as its failure is certain; the rollback does not wait for the step's end."""
+    scenario(canary={"steps": [25, 50], "interval": "60s"})
+    t_apply = time.monotonic()
+    rk.patch("price", {"model": v2(node_images, "errors")})
+    wait_for(lambda: rk.status("price").get("stepReadyAt") is not None or rk.status("price").get("phase") ==
+             "RolledBack", 120, what="the canary's step window started")
+    t_ready = time.monotonic()
+    # The window is 60 s; the rollback must come well inside it.
+    wait_for(lambda: rk.status("price").get("phase") == "RolledBack", 40, what="RolledBack within the step")
+    st = rk.status("price")
+    early = st["lastAnalysis"][0]
+    assert early["metric"] == "error-rate" and early["verdict"] == "Fail" and early["early"], st["lastAnalysis"]
+    assert early["confidence"] is not None and early["confidence"] >= 0.99
+    assert "before the step's end" in st["message"] and st["canaryWeight"] == 0
+    print(f"\nrolled back {time.monotonic() - t_ready:.1f}s after the canary's window began "
+          f"({time.monotonic() - t_apply:.1f}s after the apply), step interval 60s")
+
+
 def test_slow_canary_is_rolled_back_on_latency(rk: RealCluster, scenario: Any, node_images: Images) -> None:
     scenario()
     rk.patch("price", {"model": v2(node_images, "slow")})
