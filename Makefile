@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup test test-unit lint typecheck cluster-up cluster-down cluster-status \
-        demo bench-operator bench-serving bench-canary chart-lint crd image images test-e2e clean
+        demo kind-demo kind-up kind-down kind-node-image test-kind bench-operator bench-serving bench-canary \
+        chart-lint crd image images test-e2e clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
@@ -14,10 +15,11 @@ help: ## list the targets
 setup: ## install everything: Debian packages, .venv, control-plane binaries (idempotent)
 	@hack/setup.sh
 
-test: setup ## setup, then lint, typecheck, the images (cached) and the whole test suite (all tiers)
+test: setup ## setup, then lint, typecheck, the images (cached) and the whole test suite (all tiers, kind last)
 	$(MAKE) --no-print-directory lint typecheck
 	$(PY) hack/images.py build all
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/kind
+	$(PY) -m pytest -q tests/kind
 
 test-unit: ## fast tests only (no servers)
 	$(PY) -m pytest -q tests/unit
@@ -39,6 +41,21 @@ cluster-status: ## show the local cluster's processes and the health of both nod
 
 demo: setup ## the main job on a real node: images built, operator by Helm, v1 Ready, faulty v2 rolled back, v3 promoted (KEEP=1 leaves it up)
 	@$(PY) hack/demo.py
+
+kind-demo: setup ## the same story on kind: node image (kind's, or assembled here), kind load, helm install, in-cluster Prometheus (KEEP=1 leaves it up)
+	@$(PY) hack/kinddemo.py
+
+kind-up: setup ## a kind cluster (starts dockerd with guards when no engine runs); prints KUBECONFIG
+	@$(PY) hack/kindcluster.py up
+
+kind-down: ## delete the kind cluster, its network and route; stop the dockerd we started, iptables and sysctls put back
+	@$(PY) hack/kindcluster.py down
+
+kind-node-image: setup ## build (or find cached) the kind node image assembled from our binaries
+	@$(PY) hack/kindnode.py build
+
+test-kind: setup ## the kind tier only: smoke test on a kind cluster (own pytest session)
+	$(PY) -m pytest -q tests/kind
 
 bench-serving: setup ## benchmark: served model throughput/latency vs another model server
 	$(PY) -m modeldeploy_model.bench_serving

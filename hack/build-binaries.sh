@@ -24,8 +24,9 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitCommit=0000000000000000000000000000000000000000 -X $pkg.gitTreeState=clean -X $pkg.buildDate=${build_date}"
 done
 
-# kubelet and kube-proxy run the real local node (hack/localnode.py) beside the control plane.
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
+# kubelet and kube-proxy run the real local node (hack/localnode.py) beside the control plane;
+# kubeadm (with them) goes into the kind node image assembled by hack/kindnode.py.
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kubeadm; do
   if [[ ! -x "$BIN/$c" ]]; then
     log "building $c ${K8S_VERSION} (cold: several minutes)"
     (cd k8s && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$k8s_ldflags" -o "$BIN/$c.tmp" "./cmd/$c")
@@ -86,6 +87,20 @@ if [[ ! -f "$BIN/crds/gateway-api-${GATEWAY_API_VERSION}.yaml" || ! -f "$BIN/crd
   cp "$is/kubernetes/customresourcedefinitions.gen.yaml" "$BIN/crds/istio-${ISTIO_API_VERSION}.yaml"
   chmod u+w "$BIN/crds/"*.yaml
 fi
+
+# The kind tier: the kind CLI itself, and CoreDNS for the node image hack/kindnode.py assembles
+# (kindest/node cannot be pulled here, and `kind build node-image` needs a registry).
+if [[ ! -x "$BIN/kind-${KIND_VERSION}" ]]; then
+  log "building kind ${KIND_VERSION}"
+  GOBIN="$BIN/.kind" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kind@${KIND_VERSION}"
+  mv "$BIN/.kind/kind" "$BIN/kind-${KIND_VERSION}"; rmdir "$BIN/.kind"
+fi
+if [[ ! -x "$BIN/coredns-${COREDNS_VERSION}" ]]; then
+  log "building coredns ${COREDNS_VERSION} (cold: ~3 min)"
+  GOBIN="$BIN/.coredns" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@${COREDNS_VERSION}"
+  mv "$BIN/.coredns/coredns" "$BIN/coredns-${COREDNS_VERSION}"; rmdir "$BIN/.coredns"
+fi
+ln -sf "kind-${KIND_VERSION}" "$BIN/kind"
 
 ln -sf "prometheus-${PROMETHEUS_VERSION}" "$BIN/prometheus"
 echo "$BIN"

@@ -14,6 +14,9 @@ APT_PACKAGES=(prometheus lua5.1 openssl wrk curl
   debootstrap buildah skopeo containerd runc gcc libc6-dev)
 # The real node (hack/localnode.py, hack/localnet.py): CNI plugins, iptables, mount tools.
 APT_PACKAGES+=(containernetworking-plugins iptables conntrack iproute2 util-linux)
+# The kind tier (hack/localdocker.py, hack/kindnode.py): Debian's Docker engine (20.10), started by hand only
+# when no engine runs; the node image is assembled from debootstrap (above) and our binaries.
+APT_PACKAGES+=(docker.io)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
