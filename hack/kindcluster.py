@@ -144,7 +144,15 @@ class KindCluster:
     def _coredns_local_only(self) -> None:
         cm = json.loads(self.kubectl("get", "configmap", "coredns", "-n", "kube-system", "-o", "json"))
         corefile = cm["data"]["Corefile"]
-        kept = [ln for ln in corefile.splitlines() if not ln.strip().startswith("forward ")]
+        kept: list[str] = []
+        skipping = False
+        for ln in corefile.splitlines():  # drop the `forward . /etc/resolv.conf { ... }` block
+            if skipping:
+                skipping = ln.strip() != "}"
+            elif ln.strip().startswith("forward "):
+                skipping = ln.rstrip().endswith("{")
+            else:
+                kept.append(ln)
         if len(kept) != len(corefile.splitlines()):
             cm["data"]["Corefile"] = "\n".join(kept) + "\n"
             self.kubectl("replace", "-f", "-", stdin=json.dumps(cm))

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import clusterprom
+import images
 from canarylab import ServiceLoad
-from images import OPERATOR_TAG, model_version, operator_image, test_model_image
 from kindcluster import KindCluster
 from localcluster import bin_dir
 from localoperator import InClusterOperator
@@ -33,16 +33,16 @@ def test_kind_smoke(kind_cluster: KindCluster) -> None:
     c = kind_cluster
     times: dict[str, float] = dict(c.timings)
     prom_name, prom_archive = clusterprom.image(bin_dir() / "prometheus")
-    archives = {"operator": operator_image(), "v1": test_model_image(1), "v3": test_model_image(3),
+    archives = {"operator": images.operator_image(), "v1": images.test_model_image(1), "v3": images.test_model_image(3),
                 "prometheus": prom_archive}
     for label, archive in archives.items():
         times[f"kind load {label}"] = c.load(archive)
-    images = c.docker.docker("exec", f"{c.name}-control-plane", "crictl", "images").stdout
-    assert "localhost/modeldeploy/room-price" in images and "modeldeploy/operator" in images
+    loaded = c.docker.docker("exec", f"{c.name}-control-plane", "crictl", "images").stdout
+    assert "localhost/modeldeploy/room-price" in loaded and "modeldeploy/operator" in loaded
 
     c.apply(clusterprom.manifests(prom_name))
     t0 = time.monotonic()
-    op = InClusterOperator(str(c.kubeconfig), OPERATOR_TAG, resync_seconds=3)
+    op = InClusterOperator(str(c.kubeconfig), images.OPERATOR_TAG, resync_seconds=3)
     op.env = c.env
     op.start()
     times["helm install --wait"] = time.monotonic() - t0
@@ -74,7 +74,7 @@ def test_kind_smoke(kind_cluster: KindCluster) -> None:
     url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
     load = ServiceLoad(url, rate_per_second=30, max_seconds=300).start()
     try:
-        wait_for(lambda: load.by_version().get(model_version(archives["v1"]) or "?", {}).get("ok", 0) > 10, 60,
+        wait_for(lambda: load.by_version().get(images.model_version(archives["v1"]) or "?", {}).get("ok", 0) > 10, 60,
                  what=f"answers from v1 through the Service {url}")
         t0 = time.monotonic()
         c.kubectl("patch", "mdep", NAME, "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"model": model("v3")}}))
@@ -86,7 +86,7 @@ def test_kind_smoke(kind_cluster: KindCluster) -> None:
 
         wait_for(done, 300, interval=1.0, what="v3 promoted")
         times["v3 promoted"] = time.monotonic() - t0
-        v3 = model_version(archives["v3"]) or "?"
+        v3 = images.model_version(archives["v3"]) or "?"
         assert load.by_version(since=t0).get(v3, {}).get("ok", 0) > 0, load.by_version(since=t0)
     finally:
         load.stop()
