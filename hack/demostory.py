@@ -65,7 +65,7 @@ class Story:
         print(self.kubectl(*args), end="", flush=True)
 
     def get_md(self) -> dict[str, Any]:
-        return json.loads(self.kubectl("get", "mdep", NAME, "-n", NS, "-o", "json"))  # type: ignore[no-any-return]
+        return json.loads(self.kubectl("get", "mdep", NAME, "-n", NS, "-o", "json"))
 
     def cli_status(self) -> None:
         subprocess.run([sys.executable, "-m", "modeldeploy.cli", "status", NAME, "-n", NS], check=False, env=self.env)

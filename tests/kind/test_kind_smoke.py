@@ -67,8 +67,12 @@ def test_kind_smoke(kind_cluster: KindCluster) -> None:
     c.apply([md])
     wait_for(lambda: status(c).get("phase") == "Healthy", 240, what=f"{NAME} v1 Healthy")
     times["v1 Healthy"] = time.monotonic() - t0
-    pods = json.loads(c.kubectl("get", "pods", "-n", NS, "-o", "json"))["items"]
-    assert len([p for p in pods if p["status"]["phase"] == "Running"]) >= 2, [p["status"] for p in pods]
+
+    def running() -> bool:  # Healthy needs the Deployment Available, not every replica Running yet
+        pods = json.loads(c.kubectl("get", "pods", "-n", NS, "-o", "json"))["items"]
+        return len([p for p in pods if p["status"].get("phase") == "Running"]) >= 2
+
+    wait_for(running, 120, what=f"2 Running pods of {NAME}")
 
     svc = json.loads(c.kubectl("get", "svc", NAME, "-n", NS, "-o", "json"))
     url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
