@@ -100,3 +100,27 @@ def test_istio_virtualservice_weights(k: Cluster) -> None:
     assert (80, 20) in seen and (40, 60) in seen and seen[-1] == (100, 0), seen
     vs = _get(k, "networking.istio.io", "v1", "virtualservices", "routed")
     assert vs is not None and vs["spec"]["hosts"] == ["price.example.com"]
+
+
+def test_switching_the_router_deletes_what_the_old_one_made(k: Cluster) -> None:
+    """gatewayAPI -> istio -> replicas: each switch removes the previous router's objects."""
+    gw = {"gatewayAPI": {"parentRefs": [{"name": "public-gw"}]}}
+    k.create(mdep("switched", rollout={"strategy": "Canary", "canary": {"steps": [50], "interval": "3s",
+                                                                        "trafficRouter": gw}}))
+    wait_for(lambda: k.healthy("switched")
+             and _get(k, "gateway.networking.k8s.io", "v1", "httproutes", "switched") is not None, 60,
+             what="v1 Healthy with its HTTPRoute")
+    k.patch("switched", {"rollout": {"canary": {"trafficRouter": {"gatewayAPI": None,
+                                                                  "istio": {"hosts": ["switched"]}}}}})
+    wait_for(lambda: _get(k, "gateway.networking.k8s.io", "v1", "httproutes", "switched") is None
+             and _get(k, "networking.istio.io", "v1", "virtualservices", "switched") is not None, 60,
+             what="HTTPRoute deleted, VirtualService created")
+    k.patch("switched", {"rollout": {"canary": {"trafficRouter": {"istio": None, "replicas": {}}}}})
+
+    def only_replicas() -> bool:
+        names = {s.metadata.name for s in k.core.list_namespaced_service(k.ns).items}
+        return _get(k, "networking.istio.io", "v1", "virtualservices", "switched") is None and \
+            "switched-stable" not in names and "switched-canary" not in names and "switched" in names
+
+    wait_for(only_replicas, 60, what="VirtualService and track Services deleted")
+    assert k.get("switched")["status"]["routing"] == []
