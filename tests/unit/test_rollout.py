@@ -363,6 +363,32 @@ def test_a_request_left_behind_by_a_crash_does_not_act_on_the_next_canary() -> N
     assert revision_hash_of(V3) not in w.status["failedRevisions"]
 
 
+# -- found by the model-based test (tests/unit/test_engine_model.py); each failed before its fix -------------
+@pytest.mark.parametrize("annotation", [ANNOTATION_PROMOTE, ANNOTATION_ABORT])
+def test_a_stale_request_left_behind_by_a_crash_when_the_canary_started_does_not_act_on_it(annotation: str) -> None:
+    """Set while no canary ran; judged stale when the next canary started; the operator died before
+    removing it. After the restart it must still be stale, not a request for the canary now running."""
+    w = World()
+    w.settle()
+    w.body["metadata"]["annotations"] = {annotation: "true"}
+    w.set_model(V2)
+    w.keep_annotations = True  # the operator dies between the status write and the annotation removal
+    p = w.step()
+    assert w.status["canary"]["image"].endswith(":v2") and w.status["lastRequest"]["result"] == "Ignored"
+    assert any(e.reason == "RequestIgnored" for e in p.events)
+    w.keep_annotations = False
+    p = w.step()  # restarted: the canary runs and the request is still there
+    assert not (p.decision and (p.decision.promoted or p.decision.rolled_back)), w.status["message"]
+    assert w.status["canary"]["image"].endswith(":v2") and w.stable_image().endswith(":v1")
+    assert w.status["failedRevisions"] == [] and w.body["metadata"]["annotations"] == {}
+    assert any(e.reason == "RequestIgnored" and "already handled" in e.message for e in p.events)
+    w.step()
+    assert w.status["handledRequests"] == []  # the removal was seen: the same value set again is a new request
+    w.body["metadata"]["annotations"] = {annotation: "true"}
+    p = w.step()
+    assert p.decision and (p.decision.promoted if annotation == ANNOTATION_PROMOTE else p.decision.rolled_back)
+
+
 def test_a_request_bound_to_another_revision_is_ignored_and_one_bound_to_this_canary_applies() -> None:
     w = World()
     w.start_canary(V2)
