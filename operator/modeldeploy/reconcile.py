@@ -197,11 +197,13 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
     elif observed.canary is not None and (observed.canary.get("spec", {}).get("replicas") or 0) > 0:
         actions.append(Action("scale", "Deployment", canary_name, {"spec": {"replicas": 0}}))
 
-    # Weight as achieved (replicas router: ready pod ratio; L7 routers: the route's weight).
+    # Weight as achieved (replicas router: ready pod ratio; L7 routers: the route's weight). Only while
+    # the canary can serve (route_weight > 0: all the Deployment's pods are its revision and one is
+    # ready): right after a re-template the ready pods counted are the previous canary's.
     canary_ready = int(((observed.canary or {}).get("status") or {}).get("readyReplicas") or 0)
     stable_ready = int(((observed.stable or {}).get("status") or {}).get("readyReplicas") or 0)
     status.canary_weight = router.achieved_weight(decision.route_weight, stable_ready, canary_ready) \
-        if decision.canary_model is not None and not blocked else 0
+        if decision.canary_model is not None and not blocked and decision.route_weight > 0 else 0
 
     # What the writes will say: one Event for everything created in this pass, one per updated Deployment.
     created = [f"{a.kind} {a.name}" for a in actions if a.verb == "apply" and a.new]

@@ -389,6 +389,27 @@ def test_a_stale_request_left_behind_by_a_crash_when_the_canary_started_does_not
     assert p.decision and (p.decision.promoted if annotation == ANNOTATION_PROMOTE else p.decision.rolled_back)
 
 
+def test_replicas_router_reports_no_weight_for_a_new_canary_while_only_the_old_ones_pods_are_ready() -> None:
+    """Canary v2 ready at step 1, then spec v3: the canary Deployment is re-templated, and until v3's pods
+    are ready only v2's (superseded) pods are. v3 gets no traffic, so status must not say it does."""
+    w = World()
+    w.start_canary(V2)
+    assert w.status["canaryWeight"] == 20  # 1 canary pod beside 4 stable ones
+    w.set_model(V3)
+    w.step(ready=False)
+    assert w.status["canary"]["image"].endswith(":v3") and w.status["canaryWeight"] == 0
+    # The Deployment controller has started the new template: v2's pod still serves, v3's is not ready.
+    canary = w.canary()
+    assert canary is not None
+    canary["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 1,
+                        "availableReplicas": 1}
+    w.step(ready=False)
+    assert w.status["canaryWeight"] == 0
+    w.roll_out()
+    w.step()
+    assert w.status["canaryWeight"] == 20
+
+
 def test_a_request_bound_to_another_revision_is_ignored_and_one_bound_to_this_canary_applies() -> None:
     w = World()
     w.start_canary(V2)
