@@ -150,7 +150,9 @@ def view_of(md: ModelDeployment, observed: Observed) -> View:
         # revision may still have ready pods (updatedReplicas counts the new one's).
         available = rs.desired > 0 and rs.ready > 0 and rs.current_generation and \
             min(rs.ready, rs.updated) > 0 and rs.replicas == rs.updated
-        stuck = rs.deadline_exceeded
+        # The deadline of this template's rollout: right after a re-template the status (and its
+        # ProgressDeadlineExceeded) is still the previous generation's, i.e. the previous canary's.
+        stuck = rs.deadline_exceeded and rs.current_generation
     return View(canary_ready=ready, canary_available=available, canary_stuck=stuck, blocked=bool(observed.problems),
                 annotations=dict(md.metadata.get("annotations") or {}), last_probe_at=observed.last_probe_at)
 

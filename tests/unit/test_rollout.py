@@ -410,6 +410,34 @@ def test_replicas_router_reports_no_weight_for_a_new_canary_while_only_the_old_o
     assert w.status["canaryWeight"] == 20
 
 
+def test_a_new_canary_is_not_rolled_back_for_its_predecessors_progress_deadline() -> None:
+    """Canary v2 stuck (ProgressDeadlineExceeded), then spec v3: right after the re-template the canary
+    Deployment's status is still the old generation's, deadline included. It says nothing about v3."""
+    stuck = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step(ready=False)
+    canary = w.canary()
+    assert canary is not None
+    canary["metadata"]["generation"] = 1
+    canary["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0,
+                        "conditions": [stuck]}
+    w.set_model(V3)
+    w.step(ready=False)
+    canary = w.canary()
+    assert canary is not None and w.status["canary"]["image"].endswith(":v3")
+    canary["metadata"]["generation"] = 2  # the Deployment controller has not seen the new template yet
+    canary["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0,
+                        "conditions": [stuck]}
+    p = w.step(ready=False)
+    assert not (p.decision and p.decision.rolled_back), w.status["message"]
+    assert w.status["phase"] == "Progressing" and w.status["failedRevisions"] == []
+    canary["status"]["observedGeneration"] = 2  # now it is v3's own deadline
+    p = w.step(ready=False)
+    assert p.decision and p.decision.rolled_back and "did not become ready" in w.status["message"]
+
+
 def test_a_request_bound_to_another_revision_is_ignored_and_one_bound_to_this_canary_applies() -> None:
     w = World()
     w.start_canary(V2)
