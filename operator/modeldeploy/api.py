@@ -486,6 +486,11 @@ class ModelDeploymentStatus(_StatusModel):
                                                        "judged by its value (two in a row fail the step early).")
     last_request: ManualRequest | None = Field(default=None, description="The last promote/abort request "
                                                                          "handled, and what came of it.")
+    handled_requests: list[str] = Field(
+        default_factory=list, description="Promote/abort requests handled (applied or ignored) whose annotations "
+                                          "are being removed, as annotation=value: one still on the object is that "
+                                          "request left behind (the operator stopped before removing it) and is "
+                                          "not acted on again. Emptied once the annotations are gone.")
     routing: list[str] = Field(default_factory=list, description="Routing objects this operator created "
                                                                  "(Kind/name), so a router switch removes them.")
     failed_revisions: list[str] = Field(default_factory=list, description="Hashes not retried until the "

@@ -150,7 +150,9 @@ def view_of(md: ModelDeployment, observed: Observed) -> View:
         # revision may still have ready pods (updatedReplicas counts the new one's).
         available = rs.desired > 0 and rs.ready > 0 and rs.current_generation and \
             min(rs.ready, rs.updated) > 0 and rs.replicas == rs.updated
-        stuck = rs.deadline_exceeded
+        # The deadline of this template's rollout: right after a re-template the status (and its
+        # ProgressDeadlineExceeded) is still the previous generation's, i.e. the previous canary's.
+        stuck = rs.deadline_exceeded and rs.current_generation
     return View(canary_ready=ready, canary_available=available, canary_stuck=stuck, blocked=bool(observed.problems),
                 annotations=dict(md.metadata.get("annotations") or {}), last_probe_at=observed.last_probe_at)
 
@@ -197,11 +199,13 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
     elif observed.canary is not None and (observed.canary.get("spec", {}).get("replicas") or 0) > 0:
         actions.append(Action("scale", "Deployment", canary_name, {"spec": {"replicas": 0}}))
 
-    # Weight as achieved (replicas router: ready pod ratio; L7 routers: the route's weight).
+    # Weight as achieved (replicas router: ready pod ratio; L7 routers: the route's weight). Only while
+    # the canary can serve (route_weight > 0: all the Deployment's pods are its revision and one is
+    # ready): right after a re-template the ready pods counted are the previous canary's.
     canary_ready = int(((observed.canary or {}).get("status") or {}).get("readyReplicas") or 0)
     stable_ready = int(((observed.stable or {}).get("status") or {}).get("readyReplicas") or 0)
     status.canary_weight = router.achieved_weight(decision.route_weight, stable_ready, canary_ready) \
-        if decision.canary_model is not None and not blocked else 0
+        if decision.canary_model is not None and not blocked and decision.route_weight > 0 else 0
 
     # What the writes will say: one Event for everything created in this pass, one per updated Deployment.
     created = [f"{a.kind} {a.name}" for a in actions if a.verb == "apply" and a.new]

@@ -1,13 +1,18 @@
-"""Shared builders for unit tests: a ModelDeployment from a minimal dict, and schema validation."""
+"""Shared builders for unit tests: a ModelDeployment from a minimal dict, schema validation, and `World`,
+an in-memory cluster that carries out `reconcile.plan`'s actions (the rollout tests and the model-based
+test of the engine drive the same one)."""
 
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kubernetes_validate
 
 from modeldeploy.api import ModelDeployment
+from modeldeploy.reconcile import Action, Observed, Plan, plan
+from modeldeploy.rollout.analysis import AnalysisResult
 
 K8S_VERSION = "1.34.0"
 
@@ -93,3 +98,117 @@ def effective_user(pod: dict[str, Any]) -> list[tuple[Any, Any]]:
     psc = pod.get("securityContext", {})
     return [(c.get("securityContext", {}).get("runAsUser", psc.get("runAsUser")),
              c.get("securityContext", {}).get("runAsGroup", psc.get("runAsGroup"))) for c in pod["containers"]]
+
+
+T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+PROM = {"address": "http://prometheus:9090"}
+CANARY = {"steps": [10, 50], "interval": "10s"}
+V1 = {"image": "registry.example/m:v1", "bento": "m:v1"}
+V2 = {"image": "registry.example/m:v2", "bento": "m:v2"}
+V3 = {"image": "registry.example/m:v3", "bento": "m:v3"}
+
+
+class World:
+    """An in-memory cluster: the ModelDeployment, its children, and a clock.
+
+    `step` is one reconcile as the controller runs it: observe, plan, write the status, carry out the
+    actions. Deployments "roll out" instantly (as kwok does) unless told otherwise.
+    """
+
+    def __init__(self, replicas: int = 4, **spec: Any) -> None:
+        self.body: dict[str, Any] = copy.deepcopy(BASE)
+        self.body["spec"].update(model=dict(V1), replicas=replicas,
+                                 rollout={"canary": dict(CANARY), "analysis": {"prometheus": PROM, "metrics": [
+                                     {"name": "error-rate", "max": 0.01}]}})
+        self.body["spec"].update(spec)
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.now = T0
+        self.last: Plan | None = None
+        self.keep_annotations = False  # a crash between the status write and the annotation removal
+        self.problems: list[str] = []  # what the observer's reference checks find (e.g. a missing Secret)
+        self.last_probe_at: datetime | None = None  # the controller's memory of the last in-step measurement
+
+    @property
+    def md(self) -> ModelDeployment:
+        return ModelDeployment.model_validate(self.body)
+
+    def observed(self) -> Observed:
+        name = self.body["metadata"]["name"]
+        get = self.objects.get
+        main = {("Deployment", name), ("Deployment", f"{name}-canary"), ("Service", name),
+                ("HorizontalPodAutoscaler", name), ("PodDisruptionBudget", name)}
+        return Observed(stable=get(("Deployment", name)), canary=get(("Deployment", f"{name}-canary")),
+                        service=get(("Service", name)), hpa=get(("HorizontalPodAutoscaler", name)),
+                        pdb=get(("PodDisruptionBudget", name)),
+                        routing={k: v for k, v in self.objects.items() if k not in main},
+                        problems=list(self.problems), last_probe_at=self.last_probe_at)
+
+    def step(self, analysis: AnalysisResult | None = None, advance: float = 0.0, ready: bool = True) -> Plan:
+        self.now += timedelta(seconds=advance)
+        p = plan(self.md, self.observed(), self.now, analysis)
+        self.write(p)
+        if ready:
+            self.roll_out()
+        self.last = p
+        return p
+
+    def write(self, p: Plan, actions: int | None = None) -> None:
+        """What the executor does: the status first, then the actions in order (`actions`: only that
+        many, as when the operator dies on the way)."""
+        self.body["status"] = p.status.model_dump(by_alias=True, mode="json")
+        for a in p.actions[:actions]:
+            self.apply(a)
+
+    def apply(self, a: Action) -> None:
+        key = (a.kind, a.name)
+        if a.verb == "apply":
+            assert a.body is not None
+            self.objects[key] = copy.deepcopy(a.body)
+        elif a.verb == "scale":
+            self.objects[key]["spec"]["replicas"] = 0
+        elif a.verb == "patch":  # annotations on the ModelDeployment itself
+            if not self.keep_annotations:
+                for ann, v in a.body["metadata"]["annotations"].items():  # type: ignore[index]
+                    if v is None:
+                        self.body["metadata"].get("annotations", {}).pop(ann, None)
+        else:
+            self.objects.pop(key, None)
+
+    def roll_out(self) -> None:
+        """Every Deployment reaches its desired state (kwok makes pods ready at once)."""
+        for (kind, _), obj in self.objects.items():
+            if kind == "Deployment":
+                n = obj["spec"].get("replicas", 1)
+                obj["metadata"]["generation"] = 1
+                obj["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "readyReplicas": n,
+                                 "availableReplicas": n}
+
+    def settle(self) -> Plan:
+        """Reconcile until nothing is written (at most 5 passes)."""
+        for _ in range(5):
+            p = self.step()
+            if not p.actions:
+                return p
+        raise AssertionError("did not settle")
+
+    def start_canary(self, model: dict[str, str] = V2) -> World:
+        """v1 settled as stable, then `model` applied and its canary pods ready at step 1."""
+        self.settle()
+        self.set_model(model)
+        self.step()
+        self.step()
+        return self
+
+    def set_model(self, model: dict[str, str]) -> None:
+        self.body["spec"]["model"] = dict(model)
+        self.body["metadata"]["generation"] += 1
+
+    def canary(self) -> dict[str, Any] | None:
+        return self.objects.get(("Deployment", "room-price-canary"))
+
+    def stable_image(self) -> str:
+        return str(self.objects[("Deployment", "room-price")]["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.body["status"]  # type: ignore[no-any-return]

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from modeldeploy.api import Analysis, MetricCheck, ModelDeployment, Phase
 from modeldeploy.metrics import queries
-from modeldeploy.reconcile import Observed, Plan, plan, view_of
+from modeldeploy.reconcile import Observed, plan, view_of
 from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse, probe, wilson_lower
 from modeldeploy.rollout.engine import (
     ANNOTATION_ABORT,
@@ -27,14 +27,7 @@ from modeldeploy.rollout.engine import (
 )
 from modeldeploy.routers.gatewayapi import GatewayAPIRouter
 from modeldeploy.routers.replicas import ReplicasRouter
-from tests.unit.helpers import BASE, validate
-
-T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
-PROM = {"address": "http://prometheus:9090"}
-CANARY = {"steps": [10, 50], "interval": "10s"}
-V1 = {"image": "registry.example/m:v1", "bento": "m:v1"}
-V2 = {"image": "registry.example/m:v2", "bento": "m:v2"}
-V3 = {"image": "registry.example/m:v3", "bento": "m:v3"}
+from tests.unit.helpers import BASE, CANARY, PROM, V1, V2, V3, World, validate
 
 
 def passed() -> AnalysisResult:
@@ -44,97 +37,6 @@ def passed() -> AnalysisResult:
 def failed(value: float = 0.2) -> AnalysisResult:
     check = MetricCheck(name="error-rate", max=0.01)
     return analyse(Analysis(min_requests=0), None, [Measurement(check, value)], "t")
-
-
-class World:
-    """An in-memory cluster: the ModelDeployment, its children, and a clock."""
-
-    def __init__(self, replicas: int = 4, **spec: Any) -> None:
-        self.body: dict[str, Any] = copy.deepcopy(BASE)
-        self.body["spec"].update(model=dict(V1), replicas=replicas,
-                                 rollout={"canary": dict(CANARY), "analysis": {"prometheus": PROM, "metrics": [
-                                     {"name": "error-rate", "max": 0.01}]}})
-        self.body["spec"].update(spec)
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.now = T0
-        self.last: Plan | None = None
-        self.keep_annotations = False  # a crash between the status write and the annotation removal
-
-    @property
-    def md(self) -> ModelDeployment:
-        return ModelDeployment.model_validate(self.body)
-
-    def observed(self) -> Observed:
-        name = self.body["metadata"]["name"]
-        get = self.objects.get
-        main = {("Deployment", name), ("Deployment", f"{name}-canary"), ("Service", name),
-                ("HorizontalPodAutoscaler", name), ("PodDisruptionBudget", name)}
-        return Observed(stable=get(("Deployment", name)), canary=get(("Deployment", f"{name}-canary")),
-                        service=get(("Service", name)), hpa=get(("HorizontalPodAutoscaler", name)),
-                        pdb=get(("PodDisruptionBudget", name)),
-                        routing={k: v for k, v in self.objects.items() if k not in main})
-
-    def step(self, analysis: AnalysisResult | None = None, advance: float = 0.0, ready: bool = True) -> Plan:
-        self.now += timedelta(seconds=advance)
-        p = plan(self.md, self.observed(), self.now, analysis)
-        self.body["status"] = p.status.model_dump(by_alias=True, mode="json")
-        for a in p.actions:
-            key = (a.kind, a.name)
-            if a.verb == "apply":
-                assert a.body is not None
-                self.objects[key] = copy.deepcopy(a.body)
-            elif a.verb == "scale":
-                self.objects[key]["spec"]["replicas"] = 0
-            elif a.verb == "patch":  # annotations on the ModelDeployment itself
-                if not self.keep_annotations:
-                    for ann, v in a.body["metadata"]["annotations"].items():  # type: ignore[index]
-                        if v is None:
-                            self.body["metadata"].get("annotations", {}).pop(ann, None)
-            else:
-                self.objects.pop(key, None)
-        if ready:
-            self.roll_out()
-        self.last = p
-        return p
-
-    def roll_out(self) -> None:
-        """Every Deployment reaches its desired state (kwok makes pods ready at once)."""
-        for (kind, _), obj in self.objects.items():
-            if kind == "Deployment":
-                n = obj["spec"].get("replicas", 1)
-                obj["metadata"]["generation"] = 1
-                obj["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "readyReplicas": n,
-                                 "availableReplicas": n}
-
-    def settle(self) -> Plan:
-        """Reconcile until nothing is written (at most 5 passes)."""
-        for _ in range(5):
-            p = self.step()
-            if not p.actions:
-                return p
-        raise AssertionError("did not settle")
-
-    def start_canary(self, model: dict[str, str] = V2) -> World:
-        """v1 settled as stable, then `model` applied and its canary pods ready at step 1."""
-        self.settle()
-        self.set_model(model)
-        self.step()
-        self.step()
-        return self
-
-    def set_model(self, model: dict[str, str]) -> None:
-        self.body["spec"]["model"] = dict(model)
-        self.body["metadata"]["generation"] += 1
-
-    def canary(self) -> dict[str, Any] | None:
-        return self.objects.get(("Deployment", "room-price-canary"))
-
-    def stable_image(self) -> str:
-        return str(self.objects[("Deployment", "room-price")]["spec"]["template"]["spec"]["containers"][0]["image"])
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return self.body["status"]  # type: ignore[no-any-return]
 
 
 def test_first_deploy_has_no_canary() -> None:
@@ -459,6 +361,81 @@ def test_a_request_left_behind_by_a_crash_does_not_act_on_the_next_canary() -> N
     assert w.status["canary"]["image"].endswith(":v3") and w.status["phase"] == "Progressing"
     assert any(e.reason == "RequestIgnored" for e in p.events)
     assert revision_hash_of(V3) not in w.status["failedRevisions"]
+
+
+# -- found by the model-based test (tests/unit/test_engine_model.py); each failed before its fix -------------
+@pytest.mark.parametrize("annotation", [ANNOTATION_PROMOTE, ANNOTATION_ABORT])
+def test_a_stale_request_left_behind_by_a_crash_when_the_canary_started_does_not_act_on_it(annotation: str) -> None:
+    """Set while no canary ran; judged stale when the next canary started; the operator died before
+    removing it. After the restart it must still be stale, not a request for the canary now running."""
+    w = World()
+    w.settle()
+    w.body["metadata"]["annotations"] = {annotation: "true"}
+    w.set_model(V2)
+    w.keep_annotations = True  # the operator dies between the status write and the annotation removal
+    p = w.step()
+    assert w.status["canary"]["image"].endswith(":v2") and w.status["lastRequest"]["result"] == "Ignored"
+    assert any(e.reason == "RequestIgnored" for e in p.events)
+    w.keep_annotations = False
+    p = w.step()  # restarted: the canary runs and the request is still there
+    assert not (p.decision and (p.decision.promoted or p.decision.rolled_back)), w.status["message"]
+    assert w.status["canary"]["image"].endswith(":v2") and w.stable_image().endswith(":v1")
+    assert w.status["failedRevisions"] == [] and w.body["metadata"]["annotations"] == {}
+    assert any(e.reason == "RequestIgnored" and "already handled" in e.message for e in p.events)
+    w.step()
+    assert w.status["handledRequests"] == []  # the removal was seen: the same value set again is a new request
+    w.body["metadata"]["annotations"] = {annotation: "true"}
+    p = w.step()
+    assert p.decision and (p.decision.promoted if annotation == ANNOTATION_PROMOTE else p.decision.rolled_back)
+
+
+def test_replicas_router_reports_no_weight_for_a_new_canary_while_only_the_old_ones_pods_are_ready() -> None:
+    """Canary v2 ready at step 1, then spec v3: the canary Deployment is re-templated, and until v3's pods
+    are ready only v2's (superseded) pods are. v3 gets no traffic, so status must not say it does."""
+    w = World()
+    w.start_canary(V2)
+    assert w.status["canaryWeight"] == 20  # 1 canary pod beside 4 stable ones
+    w.set_model(V3)
+    w.step(ready=False)
+    assert w.status["canary"]["image"].endswith(":v3") and w.status["canaryWeight"] == 0
+    # The Deployment controller has started the new template: v2's pod still serves, v3's is not ready.
+    canary = w.canary()
+    assert canary is not None
+    canary["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 1,
+                        "availableReplicas": 1}
+    w.step(ready=False)
+    assert w.status["canaryWeight"] == 0
+    w.roll_out()
+    w.step()
+    assert w.status["canaryWeight"] == 20
+
+
+def test_a_new_canary_is_not_rolled_back_for_its_predecessors_progress_deadline() -> None:
+    """Canary v2 stuck (ProgressDeadlineExceeded), then spec v3: right after the re-template the canary
+    Deployment's status is still the old generation's, deadline included. It says nothing about v3."""
+    stuck = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    w = World()
+    w.settle()
+    w.set_model(V2)
+    w.step(ready=False)
+    canary = w.canary()
+    assert canary is not None
+    canary["metadata"]["generation"] = 1
+    canary["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0,
+                        "conditions": [stuck]}
+    w.set_model(V3)
+    w.step(ready=False)
+    canary = w.canary()
+    assert canary is not None and w.status["canary"]["image"].endswith(":v3")
+    canary["metadata"]["generation"] = 2  # the Deployment controller has not seen the new template yet
+    canary["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0,
+                        "conditions": [stuck]}
+    p = w.step(ready=False)
+    assert not (p.decision and p.decision.rolled_back), w.status["message"]
+    assert w.status["phase"] == "Progressing" and w.status["failedRevisions"] == []
+    canary["status"]["observedGeneration"] = 2  # now it is v3's own deadline
+    p = w.step(ready=False)
+    assert p.decision and p.decision.rolled_back and "did not become ready" in w.status["message"]
 
 
 def test_a_request_bound_to_another_revision_is_ignored_and_one_bound_to_this_canary_applies() -> None:

@@ -21,7 +21,8 @@ States and transitions (spec.rollout.strategy = Canary):
                                Error -> count, roll back at errorLimit; Inconclusive -> hold, and
                                roll back (phase Failed) at inconclusiveLimit — never promote without data
     abort / promote request .. act on the canary the request is bound to; a stale one is ignored with
-                               an Event (see `_requests`)
+                               an Event (see `_requests`); one handled before and left on the object
+                               (a crash before its removal) is not acted on again (see `next_step`)
     spec.paused .............. hold everything where it is
 
 Traffic: the routed weight is 0 whenever the canary has no ready pod (or its pods are blocked);
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -216,7 +217,34 @@ def _requests(view: View) -> list[_Request]:
     return out
 
 
+def _request_key(annotation: str, value: str) -> str:
+    return f"{annotation}={value}"
+
+
 def next_step(md: ModelDeployment, view: View, analysis: AnalysisResult | None, now: datetime) -> Decision:
+    """The decision for this reconcile (see the module docstring).
+
+    A request handled before (status.handledRequests) that is still on the object was left behind:
+    the operator stopped between the status write and the annotation removal. It is removed again
+    and never acted on a second time — otherwise one ignored as stale would act on the next canary.
+    """
+    handled = set(md.status.handled_requests)
+    present = {r.annotation: r for r in _requests(view)}
+    left = [r for r in present.values() if _request_key(r.annotation, r.value) in handled]
+    if left:
+        view = replace(view, annotations={k: v for k, v in view.annotations.items()
+                                          if k not in {r.annotation for r in left}})
+    d = _decide(md, view, analysis, now)
+    for r in left:
+        d.consume.append(r.annotation)
+        d.notes.append(Note("Warning", "RequestIgnored", f"{r.action} request ({r.annotation}={r.value!r}) ignored: "
+                                                         "it was already handled (left on the object when the "
+                                                         "operator stopped); removing it"))
+    d.status.handled_requests = sorted({_request_key(a, present[a].value) for a in d.consume})
+    return d
+
+
+def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, now: datetime) -> Decision:
     spec = md.spec
     st = md.status.model_copy(deep=True)
     now_s = fmt_time(now)
