@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+import time
 
 import httpx
 import numpy as np
@@ -227,4 +228,8 @@ def test_stop_leaves_no_worker_behind_even_if_the_supervisor_died(tiny_artifact)
         except OSError:
             return False
 
+    # SIGKILL is delivered asynchronously: poll (with a deadline) until the killed workers are gone.
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not any(alive(pid) for pid in tree)
