@@ -148,8 +148,7 @@ def view_of(md: ModelDeployment, observed: Observed) -> View:
         ready = rs.rolled_out and rs.desired > 0
         # Ready pods of this template only: right after a re-template the ReplicaSet of the old
         # revision may still have ready pods (updatedReplicas counts the new one's).
-        available = rs.desired > 0 and rs.ready > 0 and rs.current_generation and \
-            min(rs.ready, rs.updated) > 0 and rs.replicas == rs.updated
+        available = rs.desired > 0 and rs.ready > 0 and rs.current_generation and rs.replicas == rs.updated
         # The deadline of this template's rollout: right after a re-template the status (and its
         # ProgressDeadlineExceeded) is still the previous generation's, i.e. the previous canary's.
         stuck = rs.deadline_exceeded and rs.current_generation

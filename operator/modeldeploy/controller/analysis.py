@@ -16,7 +16,7 @@ from modeldeploy.api import MetricCheck, ModelDeployment, parse_duration
 from modeldeploy.k8s import Kube
 from modeldeploy.metrics import MetricProvider, ProviderError, queries
 from modeldeploy.metrics.prometheus import PrometheusProvider, credentials_from_secret
-from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse, probe
+from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse, counted, probe
 from modeldeploy.rollout.engine import MeasureRequest, View, fmt_time, measurement_due
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,9 @@ class AnalysisRunner:
         if req.kind == "probe":
             requests = _query(provider, None, queries.request_delta(ns, name, "canary", rev, window))
             errors = None
-            if any(c.name == "error-rate" and c.query is None for c in a.metrics):
+            if any(counted(c) for c in a.metrics):
                 errors = _query(provider, None, queries.request_delta(ns, name, "canary", rev, window, errors=True))
-            values = [value_check(c) for c in a.metrics if not (c.name == "error-rate" and c.query is None)]
-            values += [Measurement(c) for c in a.metrics if c.name == "error-rate" and c.query is None]
+            values = [Measurement(c) if counted(c) else value_check(c) for c in a.metrics]
             return probe(a, requests, errors, values, stamp, req.alpha, md.status.probe_failures)
         requests = _query(provider, None, queries.request_count(ns, name, "canary", rev, window))
         targets = None

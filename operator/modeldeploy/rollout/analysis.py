@@ -51,6 +51,11 @@ class AnalysisResult:
     suspect: bool = False                     # probe: a value-judged check failed (once is not enough)
 
 
+def counted(check: MetricCheck) -> bool:
+    """The built-in error-rate: an in-step measurement judges it from request counts, not its value."""
+    return check.name == "error-rate" and check.query is None
+
+
 def wilson_lower(errors: float, n: float, alpha: float) -> float:
     """One-sided lower confidence bound (level 1 - alpha) of a binomial proportion: Wilson's score interval."""
     if n <= 0:
@@ -145,7 +150,7 @@ def probe(spec: Analysis, requests: Measurement, errors: Measurement | None, mea
     for m in measurements:
         c = m.check
         assert c is not None
-        if c.name == "error-rate" and c.query is None and c.max is not None:
+        if counted(c) and c.max is not None:
             e = None if errors is None else errors.value
             if errors is None or errors.error is not None or e is None or math.isnan(e):
                 continue

@@ -221,6 +221,12 @@ def _request_key(annotation: str, value: str) -> str:
     return f"{annotation}={value}"
 
 
+def _ignored(st: ModelDeploymentStatus, notes: list[Note], r: _Request, why: str, now_s: str) -> None:
+    """Record a request that is not acted on: in status.lastRequest and as a Warning Event."""
+    st.last_request = ManualRequest(action=r.action, value=r.value, result="Ignored", reason=why, time=now_s)
+    notes.append(Note("Warning", "RequestIgnored", f"{r.action} request ({r.annotation}={r.value!r}) ignored: {why}"))
+
+
 def next_step(md: ModelDeployment, view: View, analysis: AnalysisResult | None, now: datetime) -> Decision:
     """The decision for this reconcile (see the module docstring).
 
@@ -264,9 +270,7 @@ def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, no
             if keep_bound_to is not None and r.value == keep_bound_to:
                 continue
             consumed.append(r.annotation)
-            st.last_request = ManualRequest(action=r.action, value=r.value, result="Ignored", reason=why, time=now_s)
-            notes.append(Note("Warning", "RequestIgnored",
-                              f"{r.action} request ({r.annotation}={r.value!r}) ignored: {why}"))
+            _ignored(st, notes, r, why, now_s)
         return consumed
 
     # No stable yet, or a plain rolling update: the stable Deployment takes the spec directly.
@@ -378,10 +382,7 @@ def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, no
         d.consume.append(r.annotation)
         bound = bool(REVISION_HASH.match(r.value))
         if bound and r.value != rev.hash:
-            why = f"it names revision {r.value}, but the running canary is {rev.hash}"
-            st.last_request = ManualRequest(action=r.action, value=r.value, result="Ignored", reason=why, time=now_s)
-            notes.append(Note("Warning", "RequestIgnored", f"{r.action} request ({r.annotation}={r.value!r}) "
-                                                           f"ignored: {why}"))
+            _ignored(st, notes, r, f"it names revision {r.value}, but the running canary is {rev.hash}", now_s)
             continue
         st.last_request = ManualRequest(action=r.action, value=r.value, revision=rev.hash, result="Applied",
                                         reason="requested by the user", time=now_s)
