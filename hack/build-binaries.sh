@@ -40,17 +40,24 @@ if [[ ! -x "$BIN/etcd" ]]; then
   mv "$BIN/etcd.tmp" "$BIN/etcd"
 fi
 
+# `go install PKG@VERSION` into $1 (the binary is named after PKG's last path element), stripped.
+go_install_to() {
+  local dest=$1 pkg=$2 name tmp="$BIN/.install.$$"
+  shift 2
+  name=${pkg%@*}; name=${name##*/}
+  GOBIN="$tmp" go install -trimpath -ldflags "-s -w" "$@" "$pkg"
+  mv "$tmp/$name" "$dest"; rmdir "$tmp"
+}
+
 if [[ ! -x "$BIN/kwok" ]]; then
   log "building kwok ${KWOK_VERSION}"
-  GOBIN="$BIN/.kwok" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
-  mv "$BIN/.kwok/kwok" "$BIN/kwok"; rmdir "$BIN/.kwok"
+  go_install_to "$BIN/kwok" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
 fi
 
 if [[ ! -x "$BIN/crictl" ]]; then
   # Not packaged in Debian 12; the node's teardown removes pods through the CRI with it.
   log "building crictl ${CRICTL_VERSION}"
-  GOBIN="$BIN/.crictl" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}"
-  mv "$BIN/.crictl/crictl" "$BIN/crictl"; rmdir "$BIN/.crictl"
+  go_install_to "$BIN/crictl" "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}"
 fi
 
 PROM="$BIN/prometheus-${PROMETHEUS_VERSION}"
@@ -92,13 +99,11 @@ fi
 # (kindest/node cannot be pulled here, and `kind build node-image` needs a registry).
 if [[ ! -x "$BIN/kind-${KIND_VERSION}" ]]; then
   log "building kind ${KIND_VERSION}"
-  GOBIN="$BIN/.kind" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kind@${KIND_VERSION}"
-  mv "$BIN/.kind/kind" "$BIN/kind-${KIND_VERSION}"; rmdir "$BIN/.kind"
+  go_install_to "$BIN/kind-${KIND_VERSION}" "sigs.k8s.io/kind@${KIND_VERSION}"
 fi
 if [[ ! -x "$BIN/coredns-${COREDNS_VERSION}" ]]; then
   log "building coredns ${COREDNS_VERSION} (cold: ~3 min)"
-  GOBIN="$BIN/.coredns" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@${COREDNS_VERSION}"
-  mv "$BIN/.coredns/coredns" "$BIN/coredns-${COREDNS_VERSION}"; rmdir "$BIN/.coredns"
+  go_install_to "$BIN/coredns-${COREDNS_VERSION}" "github.com/coredns/coredns@${COREDNS_VERSION}"
 fi
 ln -sf "kind-${KIND_VERSION}" "$BIN/kind"
 
