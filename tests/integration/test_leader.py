@@ -70,6 +70,17 @@ class Replicas:
         self.started.append(op)
         return op.start()
 
+    def leader_and_standby(self, api_client: client.ApiClient, k: Cluster, name: str
+                           ) -> tuple[OperatorProcess, OperatorProcess]:
+        """replica-a holding the Lease, then replica-b standing by, and ModelDeployment `name` Healthy."""
+        a = self.start("replica-a")
+        wait_for(lambda: lease_spec(api_client, self.namespace, self.lease).get("holder") == "replica-a", 30,
+                 what="replica-a holds the Lease")
+        b = self.start("replica-b")
+        k.create(mdep(name))
+        wait_for(lambda: k.healthy(name), 60, what="Healthy")
+        return a, b
+
     def stop_all(self) -> None:
         for op in self.started:
             op.stop()
@@ -87,12 +98,7 @@ def test_one_replica_writes_and_a_survivor_takes_over_within_15s_of_a_sigkill(
     r = Replicas(kubeconfig, namespace, tmp_path, resync_seconds=1.0)
     k = Cluster(api_client, namespace)
     try:
-        a = r.start("replica-a")
-        wait_for(lambda: lease_spec(api_client, namespace, r.lease).get("holder") == "replica-a", 30,
-                 what="replica-a holds the Lease")
-        b = r.start("replica-b")
-        k.create(mdep("led"))
-        wait_for(lambda: k.healthy("led"), 60, what="Healthy")
+        a, b = r.leader_and_standby(api_client, k, "led")
         # Several resyncs (every second) later the standby has still reconciled and written nothing.
         done = a.counter('modeldeploy_reconciles_total{result="ok"}')
         wait_for(lambda: a.counter('modeldeploy_reconciles_total{result="ok"}') >= done + 4, 30,
@@ -126,12 +132,7 @@ def test_a_clean_stop_hands_the_lease_over_at_once_and_the_successor_reconciles_
     r = Replicas(kubeconfig, namespace, tmp_path, resync_seconds=3600.0)
     k = Cluster(api_client, namespace)
     try:
-        a = r.start("replica-a")
-        wait_for(lambda: lease_spec(api_client, namespace, r.lease).get("holder") == "replica-a", 30,
-                 what="replica-a holds the Lease")
-        b = r.start("replica-b")
-        k.create(mdep("handover"))
-        wait_for(lambda: k.healthy("handover"), 60, what="Healthy")
+        a, b = r.leader_and_standby(api_client, k, "handover")
         assert b.counter('modeldeploy_reconciles_total{result="ok"}') == 0
 
         stopping = time.monotonic()
