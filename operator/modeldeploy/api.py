@@ -86,6 +86,46 @@ def duration_rules(field: str) -> list[Any]:
             cel(f"!{fmt} || {total} <= 9223372036.854775807", too_long)]
 
 
+# The Prometheus address is a base URL the operator appends /api/v1/query to, and sends the Secret's
+# credentials to. User info (user:pass@) would put credentials in the spec (readable by anyone who may
+# read the object) and a query or fragment would cancel the appended path (`http://evil/x#`), so all
+# three are refused with a message that says what to do instead. The Python check (check_address) and
+# the CRD's CEL rules (address_rules) use the same regular expressions (RE2 and Python agree on them).
+_ADDRESS_FIELD = "analysis.prometheus.address"
+_ADDRESS_CHECKS: tuple[tuple[str, bool, str], ...] = (
+    # (regex, must match?, message)
+    (r"^https?://[^/?#\x00-\x20\x7f]+([/?#][^\x00-\x20\x7f]*)?$", True,
+     f"{_ADDRESS_FIELD} must be an http:// or https:// URL with a host and no spaces or control characters, "
+     "e.g. http://prometheus.monitoring:9090"),
+    (r"^[^/]*//[^/?#]*@", False,
+     f"{_ADDRESS_FIELD} must not contain user info (user:password@): put the credentials in a Secret labelled "
+     "modeldeploy.io/prometheus-credentials=true and name it in analysis.prometheus.secretRef"),
+    (r"\?", False,
+     f"{_ADDRESS_FIELD} must not contain a query (?...): give the base URL only (the operator appends "
+     "/api/v1/query), e.g. https://prometheus.example/prefix"),
+    (r"#", False,
+     f"{_ADDRESS_FIELD} must not contain a fragment (#...): give the base URL only (the operator appends "
+     "/api/v1/query), e.g. https://prometheus.example/prefix"),
+)
+
+
+def check_address(value: str) -> str:
+    """The Python side of address_rules(): the same strings pass, with the same messages."""
+    for regex, must, message in _ADDRESS_CHECKS:
+        if bool(re.search(regex, value)) != must:
+            raise ValueError(message)
+    return value
+
+
+def address_rules() -> list[Any]:
+    """CEL rules for analysis.prometheus.address (RE2 `matches` is a search, like re.search)."""
+    def lit(regex: str) -> str:  # a CEL single-quoted string literal of the regex
+        return "'" + regex.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return [cel(("" if must else "!") + f"self.matches({lit(regex)})", message)
+            for regex, must, message in _ADDRESS_CHECKS]
+
+
 def cel(rule: str, message: str, field_path: str | None = None) -> Any:
     """One `x-kubernetes-validations` entry."""
     out: dict[str, str] = {"rule": rule, "message": message}
@@ -272,15 +312,23 @@ class SecretRef(_Model):
 
 
 class PrometheusProvider(_Model):
-    address: str = Field(pattern=r"^https?://[^\s]+$", max_length=512,
-                         description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.")
+    address: str = Field(max_length=512, json_schema_extra={"x-kubernetes-validations": address_rules()},
+                         description="Prometheus base URL, e.g. http://prometheus.monitoring:9090 (no user info, "
+                                     "query or fragment; the operator's allow-list may restrict it further).")
     timeout: str = Field(default="5s", max_length=16,
                          json_schema_extra={"x-kubernetes-validations": duration_rules("analysis.prometheus.timeout")},
                          description="Query timeout. A Prometheus duration greater than zero, e.g. 5s, 1m.")
     secret_ref: SecretRef | None = Field(
         default=None, description="Secret with optional keys: token (bearer), username/password "
-                                  "(basic auth), ca.crt (TLS CA).")
+                                  "(basic auth), ca.crt (TLS CA). It must carry the label "
+                                  "modeldeploy.io/prometheus-credentials=true (and must not be a "
+                                  "service-account token), else the object is Degraded and nothing is sent.")
     insecure_skip_verify: bool = Field(default=False, description="Skip TLS verification (not recommended).")
+
+    @field_validator("address")
+    @classmethod
+    def _address_is_a_base_url(cls, v: str) -> str:
+        return check_address(v)
 
     @field_validator("timeout")
     @classmethod

@@ -86,6 +86,23 @@ class Settings:
     log_format: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_LOG_FORMAT", "plain"))
     # Kubeconfig path for running outside a cluster (else in-cluster config / KUBECONFIG).
     kubeconfig: str | None = field(default_factory=lambda: os.environ.get("KUBECONFIG") or None)
+    # Prometheus base URLs the canary analysis may query, comma-separated (the chart's
+    # prometheus.allowedAddresses), e.g. "http://prometheus.monitoring:9090,https://thanos.example/q".
+    # An analysis.prometheus.address is allowed when it has an entry's scheme, host and port and a
+    # path at or below the entry's; any other is Degraded and never queried (no credentials leave).
+    # Empty: any address.
+    prometheus_allowed_addresses: tuple[str, ...] = field(default_factory=lambda: tuple(
+        a.strip() for a in os.environ.get("MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES", "").split(",") if a.strip()))
+
+    def __post_init__(self) -> None:
+        from modeldeploy.api import check_address
+
+        for address in self.prometheus_allowed_addresses:
+            try:
+                check_address(address)
+            except ValueError as e:
+                raise ValueError(f"MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES entry {address!r}: "
+                                 f"{str(e).replace('analysis.prometheus.address', 'an entry')}") from None
 
     @property
     def http_host_port(self) -> tuple[str, int]:

@@ -234,7 +234,8 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
         degraded_reason = "ProgressDeadlineExceeded"
         degraded_msg = (f"revision {stable_rev.hash} ({stable_rev.image}) made no progress for "
                         f"{md.spec.progress_deadline_seconds}s: {rs.ready}/{rs.desired} pods ready; "
-                        "check the image and the pods' events")
+                        f"check the pods' events (kubectl describe pods -l {LABEL_NAME}={md.name}): a missing "
+                        "Secret or ConfigMap shows as CreateContainerConfigError, a bad image as ErrImagePull")
 
     available = bool(rs and (rs.available >= 1 or rs.desired == 0))
     rolled_out = bool(rs and template_current and rs.rolled_out)

@@ -78,3 +78,46 @@ def test_every_duration_field_uses_the_prometheus_rules(model, base, key, name) 
     field = node["properties"][key]
     assert "pattern" not in field and field["maxLength"] == 16
     assert [r["message"].split(" ")[0] for r in field["x-kubernetes-validations"]] == [name, name]
+
+
+# analysis.prometheus.address: a base URL, never credentials, a query or a fragment (issue 11, item 5).
+# The same strings against the real API server are in tests/integration/test_validation.py.
+ADDRESS_REFUSED = [
+    ("http://user:pass@prometheus:9090", "must not contain user info"),
+    ("http://token@prometheus:9090/api", "must not contain user info"),
+    ("https://prometheus.example/collect?x=", "must not contain a query"),
+    ("https://evil.example/steal?", "must not contain a query"),
+    ("https://evil.example/steal#", "must not contain a fragment"),
+    ("http://prometheus:9090/#/graph", "must not contain a fragment"),
+    ("prometheus:9090", "must be an http:// or https:// URL"),
+    ("ftp://prometheus:9090", "must be an http:// or https:// URL"),
+    ("http://", "must be an http:// or https:// URL"),
+    ("http:///api", "must be an http:// or https:// URL"),
+    ("http://prom etheus:9090", "must be an http:// or https:// URL"),
+    ("http://prometheus:9090/\x1b[31m", "must be an http:// or https:// URL"),
+]
+ADDRESS_ACCEPTED = ["http://prometheus.monitoring:9090", "https://thanos.example/prefix/",
+                    "http://10.0.0.1:10902", "http://[fd00::1]:8080/prometheus", "http://mimir:8080/prometheus"]
+
+
+@pytest.mark.parametrize(("address", "message"), ADDRESS_REFUSED)
+def test_prometheus_address_with_credentials_query_or_fragment_is_refused(address: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=r"analysis\.prometheus\.address " + message):
+        PrometheusProvider.model_validate({"address": address})
+
+
+@pytest.mark.parametrize("address", ADDRESS_ACCEPTED)
+def test_prometheus_base_urls_are_accepted(address: str) -> None:
+    assert PrometheusProvider.model_validate({"address": address}).address == address
+
+
+def test_the_crd_carries_the_address_rules_instead_of_a_bare_pattern() -> None:
+    crd = generate()
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    address = schema["properties"]["spec"]["properties"]["rollout"]["properties"]["analysis"]["properties"][
+        "prometheus"]["properties"]["address"]
+    assert "pattern" not in address
+    messages = [r["message"] for r in address["x-kubernetes-validations"]]
+    assert any("must not contain user info" in m for m in messages)
+    assert any("must not contain a query" in m for m in messages)
+    assert any("must not contain a fragment" in m for m in messages)

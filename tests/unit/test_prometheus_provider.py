@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from modeldeploy.metrics import ProviderError
-from modeldeploy.metrics.prometheus import PrometheusProvider, credentials_from_secret
+from modeldeploy.metrics.prometheus import (
+    CREDENTIALS_LABEL,
+    PrometheusProvider,
+    address_allowed,
+    credentials_from_secret,
+    scrub,
+)
 
 RESPONSES: dict[str, tuple[int, Any]] = {}
 SEEN: list[dict[str, str]] = []
@@ -27,9 +33,11 @@ class Handler(BaseHTTPRequestHandler):
         from urllib.parse import parse_qs, urlparse
 
         q = parse_qs(urlparse(self.path).query).get("query", [""])[0]
-        SEEN.append({"query": q, "auth": self.headers.get("Authorization", "")})
+        auth = self.headers.get("Authorization", "")
+        SEEN.append({"query": q, "auth": auth, "path": self.path})
         code, body = RESPONSES.get(q, (200, {"status": "success", "data": {"resultType": "vector", "result": []}}))
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        payload = payload.replace(b"{AUTH}", auth.encode())  # an endpoint that echoes what it was sent
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -140,8 +148,15 @@ def b64(text: bytes) -> str:
     return base64.b64encode(text).decode()
 
 
-def secret(data: dict[str, Any] | None = None, string_data: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom-auth"}}
+OPT_IN = {CREDENTIALS_LABEL: "true"}
+
+
+def secret(data: dict[str, Any] | None = None, string_data: dict[str, Any] | None = None,
+           labels: dict[str, str] | None = None, type_: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret",
+                           "metadata": {"name": "prom-auth", "labels": OPT_IN if labels is None else labels}}
+    if type_ is not None:
+        out["type"] = type_
     if data is not None:
         out["data"] = data
     if string_data is not None:
@@ -176,3 +191,81 @@ def test_bad_secret_values_name_the_key_never_the_value(sec: dict[str, Any], mes
         credentials_from_secret(sec)
     assert "prom-auth" in str(err.value)
     assert "s3cr3t" not in str(err.value) and "czNjcjN0" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------
+# credentials cannot be exfiltrated (issue 11, item 5)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("labels", [{}, {CREDENTIALS_LABEL: "yes"}, {CREDENTIALS_LABEL: ""},
+                                    {"modeldeploy.io/prometheus": "true"}])
+def test_a_secret_without_the_opt_in_label_is_never_used(labels: dict[str, str]) -> None:
+    with pytest.raises(ProviderError) as err:
+        credentials_from_secret(secret({"token": b64(b"s3cr3t-token")}, labels=labels))
+    msg = str(err.value)
+    assert f"add the label {CREDENTIALS_LABEL}=true" in msg and "prom-auth" in msg
+    assert "s3cr3t" not in msg
+
+
+def test_a_service_account_token_secret_is_refused_even_when_labelled() -> None:
+    sa = secret({"token": b64(b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2ln"), "ca.crt": b64(b"pem")},
+                type_="kubernetes.io/service-account-token")
+    with pytest.raises(ProviderError, match="service-account tokens are never sent to Prometheus") as err:
+        credentials_from_secret(sa)
+    assert "eyJ" not in str(err.value)
+    assert credentials_from_secret(secret({"token": b64(b"t")}, type_="Opaque"))["token"] == "t"
+
+
+ECHO = "unauthorized: got Authorization: {AUTH}\n\x1b[31mlogin at /login\x1b[0m\r\n" + "x" * 2000
+
+
+@pytest.mark.parametrize("kwargs", [{"token": "s3cr3t-token-value"}, {"username": "ml", "password": "hunter2-pw"}])
+def test_error_bodies_that_echo_the_credentials_are_scrubbed_and_shortened(server: str, kwargs: dict) -> None:
+    """An endpoint (a proxy, or any URL a user put in the spec) answering 401 with the request's own
+    Authorization header in the body: up to 300 characters of it went to status and Events."""
+    RESPONSES["q"] = (401, ECHO)
+    RESPONSES["e"] = (200, {"status": "error", "errorType": "bad_data", "error": "token {AUTH} rejected\n\x07"})
+    RESPONSES["j"] = (200, "<html>{AUTH}</html>")
+    p = PrometheusProvider(server, **kwargs)
+    for q in ("q", "e", "j"):
+        with pytest.raises(ProviderError) as err:
+            p.query(q)
+        msg = str(err.value)
+        assert SEEN[-1]["auth"]  # it was sent (to an allowed target), and came back in the body
+        for leak in (kwargs.get("token") or kwargs["password"], SEEN[-1]["auth"].split()[-1]):
+            assert leak not in msg, (q, msg)
+        assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in msg), repr(msg)
+        assert len(msg) <= 300, len(msg)
+
+
+def test_scrub_keeps_prometheus_errors_readable() -> None:
+    text = 'bad_data: 1:5: parse error: unexpected "}" in label matching, expected string'
+    assert scrub(text) == text
+    assert scrub("a\nb\tc\x1b[0m\u202e") == "a b c [0m"
+    assert scrub("Bearer abc.def-ghi") == "Bearer [redacted]"
+    assert scrub("password=hunter2&x=1") == "password=[redacted]&x=1"
+    assert scrub("token: eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2ln end").startswith("token: [redacted]")
+    assert scrub("word " * 100).endswith("...") and len(scrub("word " * 100)) <= 200
+    assert scrub("y" * 64) == "[redacted]"  # a long opaque token
+    assert "pw123" not in scrub("echo ml:pw123", secrets=("ml:pw123",))
+
+
+@pytest.mark.parametrize(("address", "allowed", "ok"), [
+    ("http://prometheus.monitoring:9090", (), True),
+    ("http://prometheus.monitoring:9090", ("http://prometheus.monitoring:9090",), True),
+    ("http://Prometheus.Monitoring:9090/", ("http://prometheus.monitoring:9090",), True),
+    ("https://thanos.example/q/tenant", ("https://thanos.example/q",), True),
+    ("https://thanos.example:443/q", ("https://thanos.example/q/",), True),
+    ("https://thanos.example/qq", ("https://thanos.example/q",), False),  # a prefix only at a / boundary
+    ("http://thanos.example/q", ("https://thanos.example/q",), False),  # scheme
+    ("http://prometheus.monitoring:9091", ("http://prometheus.monitoring:9090",), False),  # port
+    ("http://evil.example", ("http://prometheus.monitoring:9090", "https://thanos.example"), False),
+    ("http://prometheus.monitoring:9090.evil.example", ("http://prometheus.monitoring:9090",), False),
+])
+def test_address_allow_list(address: str, allowed: tuple[str, ...], ok: bool) -> None:
+    assert address_allowed(address, allowed) is ok
+
+
+@pytest.mark.parametrize("address", ["http://u:p@127.0.0.1:1", "http://127.0.0.1:1/x?", "http://127.0.0.1:1/#"])
+def test_provider_refuses_addresses_that_would_leak_or_cancel_the_path(address: str) -> None:
+    with pytest.raises(ProviderError, match="without user info, query or fragment"):
+        PrometheusProvider(address, token="t").query("up")

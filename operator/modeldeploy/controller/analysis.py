@@ -4,6 +4,12 @@ The engine says when a measurement is due and what it needs; this module renders
 asks the provider, and hands plain numbers (or the provider's error text) to the pure judges in
 `rollout.analysis`. A provider failure of any kind is an input ("not a success"), never an
 exception out of the reconcile.
+
+It is also the one place that decides whether a ModelDeployment's Prometheus settings may be used
+at all (`problems`, which the observer reports as a Degraded condition before any query): the
+address must be on the operator's allow-list, and a Secret named by secretRef must opt in with the
+`modeldeploy.io/prometheus-credentials=true` label and not be a service-account token. The same
+check runs again before every query, so nothing is sent on a stale observation.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from kubernetes.client.rest import ApiException
+
 from modeldeploy import opmetrics
 from modeldeploy.api import MetricCheck, ModelDeployment, parse_duration
 from modeldeploy.k8s import Kube
 from modeldeploy.metrics import MetricProvider, ProviderError, queries
-from modeldeploy.metrics.prometheus import PrometheusProvider, credentials_from_secret
+from modeldeploy.metrics.prometheus import PrometheusProvider, address_allowed, credentials_from_secret, scrub
 from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse, counted, probe
 from modeldeploy.rollout.engine import MeasureRequest, View, fmt_time, measurement_due
 
@@ -23,8 +31,10 @@ log = logging.getLogger(__name__)
 
 
 class AnalysisRunner:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, allowed_addresses: tuple[str, ...] = ()) -> None:
         self.kube = kube
+        # The operator's allow-list of Prometheus base URLs (Settings.prometheus_allowed_addresses); empty: any.
+        self.allowed_addresses = allowed_addresses
         # When each object's canary was last probed: pacing only (after a restart, probing at once is fine).
         self.last_probe: dict[tuple[str, str], datetime] = {}
 
@@ -77,15 +87,40 @@ class AnalysisRunner:
             targets = _query(provider, None, queries.targets(ns, name, "canary", rev))
         return analyse(a, requests, [value_check(c) for c in a.metrics], stamp, targets=targets)
 
+    def problems(self, md: ModelDeployment) -> list[str]:
+        """What forbids using this object's Prometheus settings (empty: nothing, or no analysis to run)."""
+        a, rollout = md.spec.rollout.analysis, md.spec.rollout
+        if rollout.strategy != "Canary" or not a.metrics or a.prometheus is None:
+            return []
+        try:
+            self.provider_for(md)
+        except ProviderError as e:
+            return [str(e)]
+        return []
+
     def provider_for(self, md: ModelDeployment) -> MetricProvider:
         prom = md.spec.rollout.analysis.prometheus
         if prom is None:
             raise ProviderError("spec.rollout.analysis.prometheus is not set")
+        if not address_allowed(prom.address, self.allowed_addresses):
+            raise ProviderError(
+                f"analysis.prometheus.address {prom.address} is not on the operator's allow-list of Prometheus "
+                f"addresses ({', '.join(self.allowed_addresses)}): use one of them, or ask the cluster's operator "
+                "admin to add it (Helm value prometheus.allowedAddresses)")
         kwargs: dict = {}
         if prom.secret_ref is not None:
-            secret = self.kube.get("Secret", md.namespace, prom.secret_ref.name)
+            name = prom.secret_ref.name
+            try:
+                secret = self.kube.get("Secret", md.namespace, name)
+            except ApiException as e:
+                if e.status != 403:
+                    raise
+                raise ProviderError(
+                    f"the operator may not read Secret {name!r} (analysis.prometheus.secretRef) in namespace "
+                    f"{md.namespace!r}: install the chart with prometheus.credentials.enabled=true") from None
             if secret is None:
-                raise ProviderError(f"Secret {prom.secret_ref.name!r} (analysis.prometheus.secretRef) not found")
+                raise ProviderError(f"Secret {name!r} (analysis.prometheus.secretRef) not found in namespace "
+                                    f"{md.namespace!r}")
             kwargs = credentials_from_secret(secret)
         return PrometheusProvider(prom.address, timeout=parse_duration(prom.timeout),
                                   insecure_skip_verify=prom.insecure_skip_verify, **kwargs)
@@ -99,5 +134,5 @@ def _query(provider: MetricProvider, check: MetricCheck | None, promql: str) -> 
         return Measurement(check=check, error=str(e))
     except Exception as e:  # a provider bug must still be "not a success", never a failed reconcile
         log.exception("metric provider failed on %s", promql)
-        return Measurement(check=check, error=f"provider failed: {type(e).__name__}: {e}"[:300])
+        return Measurement(check=check, error=f"provider failed: {type(e).__name__}: {scrub(str(e))}")
 

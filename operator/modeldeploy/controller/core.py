@@ -52,8 +52,8 @@ class Controller:
     def __init__(self, kube: Kube, settings: Settings) -> None:
         self.kube = kube
         self.settings = settings
-        self.observer = Observer(kube)
-        self.analysis = AnalysisRunner(kube)
+        self.analysis = AnalysisRunner(kube, settings.prometheus_allowed_addresses)
+        self.observer = Observer(kube, checks=[self.analysis.problems])
         self.executor = Executor(kube)
         self.queue = WorkQueue()
         self.known: set[Key] = set()

@@ -1,13 +1,21 @@
 """Observation: what the cluster holds for one ModelDeployment, gathered into `reconcile.Observed`.
 
 Reads go through `k8s.Kube`'s cache of watched objects, so a steady-state reconcile costs no
-requests for the children; only the kinds no watch covers (routes, referenced Secrets) are read
-from the server.
+requests for the children; only the kinds no watch covers (routes, the ServiceAccount, the
+Prometheus credentials Secret) are read from the server.
+
+Why Secrets and ConfigMaps referenced by the model (env valueFrom, imagePullSecrets) are not
+looked up: that needed `get` on every Secret in the cluster, for a check the kubelet makes anyway.
+A missing one shows on the pods (CreateContainerConfigError, ErrImagePull) and, through the
+Deployment's status, as a rollout that makes no progress: Degraded with ProgressDeadlineExceeded
+for the stable, a canary rolled back at its deadline. The operator does not watch pods, so it says
+no more than that. A missing ServiceAccount is still checked here (reading one is harmless, and
+without it the ReplicaSet cannot even create the pods).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from modeldeploy.api import ModelDeployment
 from modeldeploy.k8s import Kube
@@ -17,8 +25,11 @@ from modeldeploy.routers import router_for
 
 
 class Observer:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, checks: Sequence[Callable[[ModelDeployment], list[str]]] = ()) -> None:
         self.kube = kube
+        # More semantic checks, each owned by the component whose input it guards (e.g. the analysis
+        # runner's Prometheus settings): what they find is a problem like a missing reference.
+        self.checks = tuple(checks)
 
     def observe(self, md: ModelDeployment) -> Observed:
         ns = md.namespace
@@ -36,7 +47,7 @@ class Observer:
             hpa=get("HorizontalPodAutoscaler", ns, md.name),
             pdb=get("PodDisruptionBudget", ns, md.name),
             routing=self.observe_routing(md),
-            problems=list(self.check_references(md)),
+            problems=[*self.check_references(md), *(p for check in self.checks for p in check(md))],
         )
 
     def observe_routing(self, md: ModelDeployment) -> dict[tuple[str, str], dict | None]:
@@ -50,33 +61,8 @@ class Observer:
         return {key: self.kube.get(key[0], md.namespace, key[1]) for key in sorted(keys)}
 
     def check_references(self, md: ModelDeployment) -> Iterable[str]:
-        """Semantic checks the schema cannot make: do referenced Secrets/ConfigMaps/accounts exist?"""
+        """Semantic checks the schema cannot make: does the model's ServiceAccount exist?"""
         ns, m = md.namespace, md.spec.model
-        cache: dict[tuple[str, str], dict | None] = {}
-
-        def fetch(kind: str, name: str) -> dict | None:
-            if (kind, name) not in cache:
-                cache[(kind, name)] = self.kube.get(kind, ns, name)
-            return cache[(kind, name)]
-
-        for env in m.env:
-            src = env.value_from
-            if src is None:
-                continue
-            ref, kind = (src.secret_key_ref, "Secret") if src.secret_key_ref else (src.config_map_key_ref,
-                                                                                    "ConfigMap")
-            if ref is None or ref.optional:
-                continue
-            obj = fetch(kind, ref.name)
-            if obj is None:
-                yield (f"{kind} {ref.name!r} (spec.model.env {env.name}) does not exist in namespace {ns!r}: "
-                       f"create it or mark the reference optional")
-            elif ref.key not in (obj.get("data") or {}) and ref.key not in (obj.get("stringData") or {}):
-                yield f"{kind} {ref.name!r} has no key {ref.key!r} (spec.model.env {env.name})"
-        for secret in m.image_pull_secrets:
-            if fetch("Secret", secret) is None:
-                yield (f"image pull Secret {secret!r} (spec.model.imagePullSecrets) does not exist in namespace "
-                       f"{ns!r}: create it or remove it from the spec")
-        if m.service_account_name and fetch("ServiceAccount", m.service_account_name) is None:
+        if m.service_account_name and self.kube.get("ServiceAccount", ns, m.service_account_name) is None:
             yield (f"ServiceAccount {m.service_account_name!r} (spec.model.serviceAccountName) does not exist in "
                    f"namespace {ns!r}")

@@ -4,6 +4,15 @@ Auth comes from a Secret named in the spec (keys: `token` for a bearer token, `u
 `password` for basic auth, `ca.crt` for a private CA); the controller reads it and passes the
 values here, decoded by `credentials_from_secret`.
 
+Why a Secret must opt in (`CREDENTIALS_LABEL`), and why an address may be allow-listed: anyone who
+may create a ModelDeployment can name any Secret of the namespace and any URL, and the operator
+would send that Secret's values there (a service-account token, a registry password). So a
+Secret's values are only ever used when its owner labelled it for this purpose, never when it is a
+service-account token, and only towards addresses the operator's allow-list admits
+(`address_allowed`; empty list: any). What comes back is not trusted either: error bodies are
+scrubbed of anything that looks like a credential and of control characters, and shortened
+(`scrub`), before they reach status and Events.
+
 Why every failure is a `ProviderError`: the controller turns a ProviderError into an `Error`
 verdict that the engine counts (and rolls back on after `errorLimit`). Any other exception
 escapes the analysis, fails the reconcile, and fails it again on every retry with nothing
@@ -18,6 +27,7 @@ import base64
 import binascii
 import http.client
 import json
+import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -34,13 +44,100 @@ SECRET_KEYS = {"token": "token", "username": "username", "password": "password",
 _STRIPPED = ("token", "username", "password")
 
 
+# The opt-in: a Secret's values are used as Prometheus credentials only when it carries this label.
+CREDENTIALS_LABEL = "modeldeploy.io/prometheus-credentials"
+CREDENTIALS_LABEL_VALUE = "true"
+# Secret types never sent anywhere, labelled or not.
+REFUSED_SECRET_TYPES = ("kubernetes.io/service-account-token",)
+
+
+def secret_refusal(secret: dict[str, Any]) -> str | None:
+    """Why this Secret's values must not be used as Prometheus credentials, or None when they may."""
+    meta = secret.get("metadata") or {}
+    name = meta.get("name", "?")
+    where = f"Secret {name!r} (analysis.prometheus.secretRef)"
+    if secret.get("type") in REFUSED_SECRET_TYPES:
+        return (f"{where} is a {secret['type']} Secret: service-account tokens are never sent to Prometheus; "
+                f"put the Prometheus credentials in a Secret of their own")
+    if (meta.get("labels") or {}).get(CREDENTIALS_LABEL) != CREDENTIALS_LABEL_VALUE:
+        return (f"{where} is not labelled for use as Prometheus credentials: add the label "
+                f"{CREDENTIALS_LABEL}={CREDENTIALS_LABEL_VALUE} (kubectl label secret {name} "
+                f"{CREDENTIALS_LABEL}={CREDENTIALS_LABEL_VALUE})")
+    return None
+
+
+def normalize_address(address: str) -> tuple[str, str, str]:
+    """(scheme, host:port, path without trailing slash), lowercased where URLs are case-insensitive and
+    with the scheme's default port filled in, so equal addresses compare equal."""
+    parts = urllib.parse.urlsplit(address.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, f"{host}:{port}", parts.path.rstrip("/")
+
+
+def address_allowed(address: str, allowed: tuple[str, ...]) -> bool:
+    """True when `allowed` is empty, or `address` is one of its entries or below one (same scheme, host
+    and port; the entry's path a prefix of the address' path at a `/` boundary)."""
+    if not allowed:
+        return True
+    scheme, hostport, path = normalize_address(address)
+    for entry in allowed:
+        e_scheme, e_hostport, e_path = normalize_address(entry)
+        if (scheme, hostport) == (e_scheme, e_hostport) and (path == e_path or path.startswith(e_path + "/")):
+            return True
+    return False
+
+
+# Error text from the other end is not trusted: what may reach status and Events.
+SCRUB_LIMIT = 200
+_REDACTED = "[redacted]"
+# Credential-looking text: auth schemes with their value, key=value / key: value pairs with a
+# credential-like key, JWTs (service-account tokens), and long opaque tokens.
+_CREDENTIAL_PATTERNS = [
+    re.compile(r"(?i)\b(bearer|basic|digest|negotiate)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|api[-_]?key|token|"
+               r"access[-_]?token|password|passwd|secret|credentials?)\b(\W{1,3})[^\s,;&\"']+"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+    re.compile(r"\b[A-Za-z0-9_+/-]{32,}={0,2}"),
+]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]+")
+
+
+def scrub(text: str, secrets: tuple[str | None, ...] = (), limit: int = SCRUB_LIMIT) -> str:
+    """`text` fit for status and Events: the given secret values and anything credential-like redacted,
+    control and bidi characters (ANSI escapes, line breaks) turned into spaces, at most `limit` characters."""
+    for value in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(value, _REDACTED)
+    text = _CONTROL.sub(" ", text)
+    for pattern in _CREDENTIAL_PATTERNS:
+        if pattern.groups >= 2:
+            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{_REDACTED}", text)
+        elif pattern.groups == 1:
+            text = pattern.sub(lambda m: f"{m.group(1)} {_REDACTED}", text)
+        else:
+            text = pattern.sub(_REDACTED, text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 def credentials_from_secret(secret: dict[str, Any]) -> dict[str, str | None]:
     """The PrometheusProvider keyword arguments (token, username, password, ca_pem) from a Secret.
 
+    Only from a Secret that opted in (`secret_refusal`): any other raises ProviderError saying why.
     Values come base64-encoded from `.data` (what the API server returns) or as plain text from
     `.stringData` (which wins, as it does when Kubernetes writes the Secret). A value that is not
     base64 or not UTF-8 raises ProviderError naming the Secret and key, never the value.
     """
+    refusal = secret_refusal(secret)
+    if refusal is not None:
+        raise ProviderError(refusal)
     name = (secret.get("metadata") or {}).get("name", "?")
     data = secret.get("data") or {}
     string_data = secret.get("stringData") or {}
@@ -113,7 +210,17 @@ class PrometheusProvider:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
+    def _scrub(self, text: str, limit: int = SCRUB_LIMIT) -> str:
+        basic = f"{self.username}:{self.password or ''}" if self.username is not None else None
+        encoded = base64.b64encode(basic.encode()).decode() if basic else None
+        return scrub(text, (self.token, self.password, basic, encoded), limit=limit)
+
     def _get(self, path: str, params: dict[str, str]) -> dict:
+        parts = urllib.parse.urlsplit(self.address)
+        if parts.username is not None or parts.password is not None or parts.query or parts.fragment \
+                or "?" in self.address or "#" in self.address:
+            raise ProviderError("analysis.prometheus.address must be a base URL without user info, query or "
+                                "fragment (put credentials in the Secret named by analysis.prometheus.secretRef)")
         url = f"{self.address.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
         req = urllib.request.Request(url, headers={"Accept": "application/json"})
         if self.token:
@@ -126,26 +233,27 @@ class PrometheusProvider:
                 raw = r.read()
         except urllib.error.HTTPError as e:
             try:
-                detail = e.read().decode(errors="replace")[:300]
+                detail = e.read(4096).decode(errors="replace")
             except (OSError, http.client.HTTPException):
                 detail = ""
-            raise ProviderError(f"prometheus returned HTTP {e.code}: {detail}") from e
+            raise ProviderError(f"prometheus returned HTTP {e.code}: {self._scrub(detail)}") from e
         except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, refused, TLS, cut off
-            raise ProviderError(f"prometheus at {self.address} unreachable: {e}") from e
+            raise ProviderError(f"prometheus at {self.address} unreachable: {self._scrub(str(e))}") from e
         except ValueError as e:  # e.g. http.client rejecting a header; its message would echo the credential
             raise ProviderError(f"request to prometheus at {self.address} could not be sent: "
                                 f"{type(e).__name__} (check the address and the Secret's credentials)") from e
         try:
             body = json.loads(raw)
         except ValueError:  # also UnicodeDecodeError
-            snippet = raw[:80].decode(errors="replace")
+            snippet = self._scrub(raw[:400].decode(errors="replace"), limit=80)
             raise ProviderError(f"prometheus at {self.address} answered with a body that is not JSON "
                                 f"(is it the Prometheus API, not a proxy or login page?): {snippet!r}") from None
         if not isinstance(body, dict):
             raise ProviderError(f"prometheus at {self.address} answered with JSON that is not a JSON object "
                                 f"({type(body).__name__})")
         if body.get("status") != "success":
-            raise ProviderError(f"prometheus query failed: {body.get('errorType')}: {body.get('error')}")
+            reason = f"{body.get('errorType')}: {body.get('error')}"
+            raise ProviderError(f"prometheus query failed: {self._scrub(reason)}")
         data = body.get("data")
         if not isinstance(data, dict):
             raise ProviderError(f"malformed response from prometheus at {self.address}: no data object")
