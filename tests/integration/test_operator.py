@@ -171,23 +171,37 @@ def test_autoscaling_hpa_owns_replicas(k: Cluster) -> None:
     assert k.deployment("auto").spec.replicas == 3  # type: ignore[union-attr]
 
 
-def test_missing_secret_degrades_then_recovers(k: Cluster) -> None:
-    k.create(mdep("secretive", model={"image": "registry.example/room-price:v1", "env": [
-        {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "model-token", "key": "token"}}}]}))
+def test_a_missing_secret_is_left_to_the_pods(k: Cluster) -> None:
+    """The operator does not read the Secrets a model references (that needed `get` on every Secret in the
+    cluster): the Deployment is created as specified, and a missing Secret shows on its pods
+    (CreateContainerConfigError) and, through the Deployment, as a rollout that makes no progress."""
+    env = [{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "model-token", "key": "token"}}}]
+    k.create(mdep("secretive", model={"image": "registry.example/room-price:v1", "env": env,
+                                      "imagePullSecrets": ["no-such-regcred"]}))
+    wait_for(lambda: k.deployment("secretive") is not None, 30, what="Deployment created")
+    dep = k.deployment("secretive")
+    assert dep is not None
+    container = dep.spec.template.spec.containers[0]
+    assert [e.value_from.secret_key_ref.name for e in container.env if e.name == "API_TOKEN"] == ["model-token"]
+    assert k.get("secretive").get("status", {}).get("phase") != "Degraded"
+
+
+def test_missing_service_account_degrades_then_recovers(k: Cluster) -> None:
+    k.create(mdep("accounted", model={"image": "registry.example/room-price:v1", "serviceAccountName": "model-sa"}))
 
     def degraded() -> bool:
-        st = k.get("secretive").get("status", {})
-        return st.get("phase") == "Degraded" and k.condition("secretive", "Degraded") == "True"
+        st = k.get("accounted").get("status", {})
+        return st.get("phase") == "Degraded" and k.condition("accounted", "Degraded") == "True"
 
     wait_for(degraded, 30, what="Degraded")
-    st = k.get("secretive")["status"]
-    assert "model-token" in st["message"] and "does not exist" in st["message"]
-    assert k.deployment("secretive") is None  # nothing created that would crash-loop
-    warn = [e for e in k.events("secretive") if e.type == "Warning"]
-    assert warn and "model-token" in warn[0].message
-    k.core.create_namespaced_secret(k.ns, client.V1Secret(metadata=client.V1ObjectMeta(name="model-token"),
-                                                          string_data={"token": "s3cret"}))
-    wait_for(lambda: k.healthy("secretive"), 60, what="recovered to Healthy after the Secret appeared")
+    st = k.get("accounted")["status"]
+    assert "model-sa" in st["message"] and "does not exist" in st["message"]
+    assert k.deployment("accounted") is None  # nothing created whose pods the ReplicaSet could not create
+    warn = [e for e in k.events("accounted") if e.type == "Warning"]
+    assert warn and "model-sa" in warn[0].message
+    k.core.create_namespaced_service_account(k.ns, client.V1ServiceAccount(
+        metadata=client.V1ObjectMeta(name="model-sa")))
+    wait_for(lambda: k.healthy("accounted"), 60, what="recovered to Healthy after the ServiceAccount appeared")
 
 
 def test_restart_makes_no_duplicates_and_no_writes(

@@ -71,3 +71,23 @@ def test_the_api_accepts_exactly_the_durations_prometheus_accepts(prometheus) ->
             differ.append(f"{d!r}: prometheus {'accepts' if prom_ok else 'rejects'}, "
                           f"the API {'accepts' if api_ok else 'rejects'}")
     assert not differ, differ
+
+
+# PromQL that makes a real Prometheus echo control characters back in its error (a regexp's text, a
+# label name): a custom metric's query is the user's, and the error lands in status and Events.
+ECHOING_QUERIES = [r'up{job=~"(password=hunter2-pw \u001b[31m\nX"}',
+                   r'label_replace(up, "x\u0007", "$1", "job", "(.*)")', 'up{job=~"(' + "A" * 600 + '"}']
+
+
+def test_error_bodies_from_a_real_prometheus_are_scrubbed_and_short(prometheus) -> None:  # type: ignore[no-untyped-def]
+    from modeldeploy.metrics import ProviderError
+    from modeldeploy.metrics.prometheus import PrometheusProvider
+
+    provider = PrometheusProvider(prometheus([]).url, username="ml", password="hunter2-pw")
+    for q in ECHOING_QUERIES:
+        with pytest.raises(ProviderError) as err:
+            provider.query(q)
+        msg = str(err.value)
+        assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in msg), repr(msg)
+        assert "hunter2-pw" not in msg and len(msg) <= 250, msg
+        assert "bad_data" in msg or "execution" in msg or "HTTP 4" in msg, msg  # still says what went wrong

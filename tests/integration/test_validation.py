@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from modeldeploy.api import ModelDeployment
+from tests.unit.test_api import ADDRESS_ACCEPTED, ADDRESS_REFUSED
 
 pytestmark = pytest.mark.cluster
 
@@ -76,6 +77,11 @@ CASES = [
     ("failureLimit zero", with_spec(rollout={"analysis": {"failureLimit": 0}}),
      "spec.rollout.analysis.failureLimit: Invalid value: 0"),
 ]
+# analysis.prometheus.address: the same strings and messages as the Python model (tests/unit/test_api.py),
+# which the operator also applies to objects stored before these rules existed.
+CASES += [(f"prometheus address {address!r}", with_spec(rollout={"analysis": {"prometheus": {"address": address}}}),
+           f"spec.rollout.analysis.prometheus.address: Invalid value: \"string\": analysis.prometheus.address "
+           f"{message}") for address, message in ADDRESS_REFUSED]
 
 
 @pytest.mark.parametrize("body,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -141,3 +147,12 @@ def test_durations_are_exactly_what_prometheus_accepts(crd: str, namespace: str,
         with pytest.raises(ValidationError) as err:
             ModelDeployment.model_validate(body)
         assert message in str(err.value)
+
+
+@pytest.mark.parametrize("address", ADDRESS_ACCEPTED)
+def test_prometheus_base_urls_are_accepted(crd: str, namespace: str, kube_env: dict[str, str], address: str) -> None:
+    body = with_spec(rollout={"analysis": {"prometheus": {"address": address}}})
+    out = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", namespace, "-f", "-"],
+                         input=yaml.safe_dump(body), text=True, capture_output=True, env=kube_env)
+    assert out.returncode == 0, out.stderr
+    ModelDeployment.model_validate(body)

@@ -105,7 +105,8 @@ _CREDENTIAL_PATTERNS = [
     re.compile(r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|api[-_]?key|token|"
                r"access[-_]?token|password|passwd|secret|credentials?)\b(\W{1,3})[^\s,;&\"']+"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
-    re.compile(r"\b[A-Za-z0-9_+/-]{32,}={0,2}"),
+    # long opaque tokens (letters and digits mixed: not a metric name such as bentoml_service_request_total)
+    re.compile(r"\b(?=[A-Za-z0-9_+/-]*[0-9])(?=[A-Za-z0-9_+/-]*[A-Za-z])[A-Za-z0-9_+/-]{32,}={0,2}"),
 ]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]+")
 
@@ -236,6 +237,12 @@ class PrometheusProvider:
                 detail = e.read(4096).decode(errors="replace")
             except (OSError, http.client.HTTPException):
                 detail = ""
+            try:  # Prometheus' own error object: say what it says, not its JSON
+                err = json.loads(detail)
+                if isinstance(err, dict) and "error" in err:
+                    detail = f"{err.get('errorType')}: {err.get('error')}"
+            except ValueError:
+                pass
             raise ProviderError(f"prometheus returned HTTP {e.code}: {self._scrub(detail)}") from e
         except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, refused, TLS, cut off
             raise ProviderError(f"prometheus at {self.address} unreachable: {self._scrub(str(e))}") from e
