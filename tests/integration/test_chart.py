@@ -110,7 +110,10 @@ def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: cl
         assert can_i(kube_env, sa, "patch", "modeldeployments.modeldeploy.io/status", other_ns)
         assert can_i(kube_env, sa, "patch", "deployments.apps", other_ns)
         assert can_i(kube_env, sa, "delete", "horizontalpodautoscalers.autoscaling", other_ns)
-        assert can_i(kube_env, sa, "get", "secrets", other_ns)
+        assert not can_i(kube_env, sa, "get", "secrets", other_ns)  # no Prometheus credentials: no Secret at all
+        assert not can_i(kube_env, sa, "get", "configmaps", other_ns)
+        assert not can_i(kube_env, sa, "list", "httproutes.gateway.networking.k8s.io", other_ns)
+        assert not can_i(kube_env, sa, "create", "events.events.k8s.io", other_ns)
         assert can_i(kube_env, sa, "list", "namespaces")
         assert not can_i(kube_env, sa, "list", "secrets", other_ns)
         assert not can_i(kube_env, sa, "update", "secrets", other_ns)
@@ -124,7 +127,8 @@ def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: cl
         # ---- upgrade: namespaced mode, two replicas with leader election ------------------
         run(kube_env, "helm", "upgrade", release, str(CHART), "-n", namespace, "--wait", "--timeout", "180s",
             "--set", f"operator.watchNamespaces[0]={watched_namespace}", "--set", "replicaCount=2",
-            "--set", "metrics.service.port=9100")
+            "--set", "metrics.service.port=9100", "--set", "prometheus.credentials.enabled=true",
+            "--set-json", 'prometheus.credentials.secretNames=["prom-auth"]')
         wait_for(lambda: available(2), 90, what="two operator replicas available")
         env = {e.name: e.value for e in apps.read_namespaced_deployment(full, namespace).spec.template.spec
                .containers[0].env}
@@ -139,6 +143,11 @@ def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: cl
         assert client.PolicyV1Api(api_client).read_namespaced_pod_disruption_budget(full, namespace)
         assert core.read_namespaced_service(f"{full}-metrics", namespace).spec.ports[0].port == 9100
         assert can_i(kube_env, sa, "patch", "deployments.apps", watched_namespace)
+        # Prometheus credentials by name: that Secret, in the watched namespace, and nothing else
+        assert can_i(kube_env, sa, "get", "secrets/prom-auth", watched_namespace)
+        assert not can_i(kube_env, sa, "get", "secrets/someone-elses", watched_namespace)
+        assert not can_i(kube_env, sa, "get", "secrets/prom-auth", other_ns)
+        assert not can_i(kube_env, sa, "list", "secrets", watched_namespace)
         # the Lease: create, and get/update of its own name, in the release namespace only
         lease = f"leases.coordination.k8s.io/{full}"
         assert can_i(kube_env, sa, "create", "leases.coordination.k8s.io", namespace)

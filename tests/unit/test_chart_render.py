@@ -190,14 +190,17 @@ def test_rbac_cluster_wide(default_docs: list[dict]) -> None:
     roles = {d["metadata"]["name"]: _rules(d) for d in by_kind(default_docs, "ClusterRole")}
     main = roles["md-modeldeploy"]
     assert main[("modeldeploy.io", "modeldeployments")] == {"get", "list", "watch", "patch"}
-    assert main[("modeldeploy.io", "modeldeployments/status")] == {"get", "patch"}
-    for key in [("apps", "deployments"), ("", "services"), ("autoscaling", "horizontalpodautoscalers"),
-                ("policy", "poddisruptionbudgets"), ("gateway.networking.k8s.io", "httproutes"),
-                ("networking.istio.io", "virtualservices")]:
+    assert main[("modeldeploy.io", "modeldeployments/status")] == {"patch"}
+    assert main[("apps", "deployments")] == {"get", "list", "watch", "create", "patch"}  # never deleted
+    for key in [("", "services"), ("autoscaling", "horizontalpodautoscalers"), ("policy", "poddisruptionbudgets")]:
         assert main[key] == {"get", "list", "watch", "create", "patch", "delete"}, key
-    for res in ("secrets", "configmaps", "serviceaccounts"):
-        assert main[("", res)] == {"get"}, res
-    assert main[("", "events")] == {"create", "patch"}
+    for key in [("gateway.networking.k8s.io", "httproutes"), ("networking.istio.io", "virtualservices")]:
+        assert main[key] == {"get", "create", "patch", "delete"}, key  # read by name, never watched
+    assert main[("", "serviceaccounts")] == {"get"}
+    # least privilege: no Secret (nor ConfigMap) is readable unless Prometheus credentials are enabled
+    assert ("", "secrets") not in main and ("", "secrets#named") not in main and ("", "configmaps") not in main
+    assert main[("", "events")] == {"create"}
+    assert not [k for k in main if k[0] == "events.k8s.io"]
     assert ("", "pods") not in main
     cluster = roles["md-modeldeploy-cluster"]
     assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
@@ -220,7 +223,7 @@ def test_rbac_namespaced(full_docs: list[dict]) -> None:
                              ("ops", "md-modeldeploy-leader-election")]
     for ns in ("models-a", "models-b"):
         rules = _rules(roles[(ns, "md-modeldeploy")])
-        assert rules[("apps", "deployments")] == {"get", "list", "watch", "create", "patch", "delete"}
+        assert rules[("apps", "deployments")] == {"get", "list", "watch", "create", "patch"}
         assert ("networking.istio.io", "virtualservices") not in rules  # rbac.istio: false
         assert not [k for k in rules if k[0] in ("coordination.k8s.io", "kopf.dev")], rules
     # three replicas: the Lease, in the release namespace only, by its name where RBAC can tell
@@ -233,6 +236,106 @@ def test_rbac_namespaced(full_docs: list[dict]) -> None:
     for (_, name), b in bindings.items():
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": "modeldeploy-sa", "namespace": "ops"}]
         assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+
+
+def _code_grants() -> dict[tuple[str, str], set[str]]:
+    """What the operator's code reads, from its own tables: kopf's watches and the kinds k8s.Kube knows.
+
+    list/watch: every kind Kube's cache is fed by watch events (WATCHED_KINDS) and every kopf
+    handler's resource; get: every kind in KINDS (the only kinds Kube reads). Writes are checked
+    against the real API server's audit log in tests/integration/test_rbac_audit.py."""
+    import kopf
+
+    import modeldeploy.handlers  # noqa: F401  (registers the handlers)
+    from modeldeploy.k8s import KINDS, WATCHED_KINDS
+
+    def key(kind: str) -> tuple[str, str]:
+        prefix, plural = KINDS[kind]
+        return (prefix.split("/")[2] if prefix.startswith("/apis/") else "", plural)
+
+    out: dict[tuple[str, str], set[str]] = {}
+    for kind in KINDS:
+        out.setdefault(key(kind), set()).add("get")
+    for kind in WATCHED_KINDS:
+        out[key(kind)] |= {"list", "watch"}
+    for h in kopf.get_default_registry()._watching.get_all_handlers():
+        sel = h.selector
+        assert sel is not None and (sel.group or "", sel.any_name) in {k for k, v in out.items() if "watch" in v}, \
+            f"kopf watches {sel} but k8s.WATCHED_KINDS does not list it"
+    return out
+
+
+@pytest.mark.parametrize("args", [(), ("--set", "prometheus.credentials.enabled=true"),
+                                  ("--set", "operator.watchNamespaces[0]=models-a")])
+def test_rbac_reads_are_exactly_what_the_code_reads(args: tuple[str, ...]) -> None:
+    """No list/watch on a kind nothing watches (the route kinds had it), no get on a kind the code never
+    reads (ConfigMaps, Secrets without Prometheus credentials), and every read the code makes granted."""
+    docs = render(*args)
+    role = next(d for d in by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+                if d["metadata"]["name"] == "md-modeldeploy")
+    rules = _rules(role)
+    code = _code_grants()
+    credentials = "prometheus.credentials.enabled=true" in args
+    for (group, res), verbs in code.items():
+        if res == "secrets" and not credentials:
+            continue
+        assert verbs <= rules.get((group, res), set()), (group, res, verbs - rules.get((group, res), set()))
+    readers = {"get", "list", "watch"}
+    for (group, res), verbs in rules.items():
+        res = res.removesuffix("#named")
+        if res.endswith("/status") or res == "events":
+            continue
+        assert (verbs & readers) <= code.get((group, res), set()), (group, res, verbs & readers)
+        assert (group, res) in code, f"{group}/{res} is granted but the code never touches it"
+    assert (("", "secrets") in rules) is credentials
+
+
+def test_prometheus_credentials_grant_only_get_and_can_be_narrowed_to_names() -> None:
+    main = _rules(only([d for d in by_kind(render("--set", "prometheus.credentials.enabled=true"), "ClusterRole")
+                        if d["metadata"]["name"] == "md-modeldeploy"], "ClusterRole"))
+    assert main[("", "secrets")] == {"get"}
+    docs = render("--set", "prometheus.credentials.enabled=true", "--set-json",
+                  'prometheus.credentials.secretNames=["prom-auth","thanos-auth"]', "--set",
+                  "operator.watchNamespaces[0]=models-a")
+    role = only(docs, "Role")
+    (rule,) = [r for r in role["rules"] if r["resources"] == ["secrets"]]
+    assert rule == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["prom-auth", "thanos-auth"],
+                    "verbs": ["get"]}
+    assert not [r for d in by_kind(docs, "ClusterRole") for r in d["rules"] if "secrets" in r["resources"]]
+
+
+def test_prometheus_allow_list_reaches_the_operator() -> None:
+    docs = render("--set-json", 'prometheus.allowedAddresses=["http://prometheus.monitoring:9090",'
+                                '"https://thanos.example/q"]')
+    env = _env(docs)
+    assert env["MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES"]["value"] == \
+        "http://prometheus.monitoring:9090,https://thanos.example/q"
+    assert "MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES" not in _env(render())  # empty: unset, any address
+
+
+def _prometheus_egress(docs: list[dict]) -> list[dict]:
+    np_ = only(docs, "NetworkPolicy")
+    return [r for r in np_["spec"]["egress"] if 53 not in {p["port"] for p in r.get("ports", [])}
+            and 6443 not in {p["port"] for p in r.get("ports", [])}]
+
+
+def test_networkpolicy_prometheus_ports_come_from_values() -> None:
+    """Thanos (10902) and Mimir (8080) were blocked: the egress allowed only what prometheusPorts said, and
+    the allow-list's own ports were not added."""
+    (rule,) = _prometheus_egress(render("--set", "networkPolicy.enabled=true"))
+    assert rule == {"ports": [{"port": 9090, "protocol": "TCP"}]}  # the default: Prometheus, any destination
+    docs = render("--set", "networkPolicy.enabled=true", "--set-json", "networkPolicy.prometheusPorts=[10902]",
+                  "--set-json", 'prometheus.allowedAddresses=["http://mimir.monitoring:8080/prometheus",'
+                                '"https://thanos.example/q","http://prom:9090"]',
+                  "--set-json", 'networkPolicy.prometheusTo=[{"namespaceSelector":{"matchLabels":'
+                                '{"kubernetes.io/metadata.name":"monitoring"}}}]')
+    (rule,) = _prometheus_egress(docs)
+    assert sorted(p["port"] for p in rule["ports"]) == [443, 8080, 9090, 10902]
+    assert all(p["protocol"] == "TCP" for p in rule["ports"])
+    assert rule["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    kubernetes_validate.validate(only(docs, "NetworkPolicy"), desired_version="1.34.0", strict=True)
+    assert not _prometheus_egress(render("--set", "networkPolicy.enabled=true", "--set-json",
+                                         "networkPolicy.prometheusPorts=[]"))  # no analysis: no egress
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,6 +418,14 @@ BAD_VALUES = [
     (["--set-string", "leaderElection.enabled=yes"], "enabled"),
     (["--set", "leaderElection.leaseDurationSeconds=0"], "leaseDurationSeconds"),
     (["--set", "leaderElection.leaseName=Not_A_Name"], "leaseName"),
+    (["--set-json", 'prometheus.allowedAddresses=["http://u:p@prom:9090"]'], "allowedAddresses"),
+    (["--set-json", 'prometheus.allowedAddresses=["http://prom:9090/?x"]'], "allowedAddresses"),
+    (["--set-json", 'prometheus.allowedAddresses=["prom:9090"]'], "allowedAddresses"),
+    (["--set-string", "prometheus.credentials.enabled=yes"], "enabled"),
+    (["--set-json", 'prometheus.credentials.secretNames=["Not_A_Name"]'], "secretNames"),
+    (["--set-json", "networkPolicy.prometheusPorts=[70000]"], "prometheusPorts"),
+    (["--set-json", 'networkPolicy.prometheusPorts=["http"]'], "prometheusPorts"),
+    (["--set-json", "networkPolicy.prometheusPorts=[9090,9090]"], "prometheusPorts"),
 ]
 
 

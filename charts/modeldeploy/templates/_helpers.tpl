@@ -87,21 +87,26 @@ The operator's permissions on namespaced resources: the same rules go into one C
 (cluster-wide mode) or into a Role per watched namespace.
 */}}
 {{- define "modeldeploy.namespacedRules" -}}
-# The custom resource: watched; the operator patches it only to clear the one-shot
+# Each rule is a call the operator makes (tests/integration/test_rbac_audit.py records them from the
+# API server's audit log and fails on a rule nothing uses, or a call no rule allows).
+# The custom resource: watched (kopf) and read on a cache miss; patched only to clear the one-shot
 # modeldeploy.io/promote and modeldeploy.io/abort annotations after acting on them.
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments/status"]
-  verbs: ["get", "patch"]
-# The children, written with server-side apply (PATCH) and watched for drift.
+  verbs: ["patch"]
+# The children, written with server-side apply (PATCH; `create` when the apply creates) and watched
+# for drift. Deployments are never deleted (a canary is scaled to 0; the GC removes the rest).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Services: also the per-track Services of the L7 routers, deleted on a switch back to replicas.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Deleted when autoscaling is turned off / replicas drop to 1.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -109,27 +114,37 @@ The operator's permissions on namespaced resources: the same rules go into one C
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- if .Values.rbac.gatewayAPI }}
-# Canary traffic router: Gateway API.
+# Canary traffic router: Gateway API. Read by name, never watched.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
 {{- if .Values.rbac.istio }}
-# Canary traffic router: Istio.
+# Canary traffic router: Istio. Read by name, never watched.
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
-# References are checked before use (a missing Secret is a Degraded condition, not a crash loop):
-# single objects by name only, never list, so Secret contents stay out of an informer cache.
+# spec.model.serviceAccountName is checked to exist (a missing one is Degraded, not pods that
+# cannot be created).
 - apiGroups: [""]
-  resources: ["secrets", "configmaps", "serviceaccounts"]
+  resources: ["serviceaccounts"]
   verbs: ["get"]
-# Events on ModelDeployments (core and events.k8s.io, both used by kopf).
+{{- with .Values.prometheus.credentials }}
+{{- if .enabled }}
+# Prometheus credentials (analysis.prometheus.secretRef): get by name, never list or watch. RBAC
+# cannot grant by label, so the modeldeploy.io/prometheus-credentials=true opt-in is enforced by
+# the operator; `secretNames` narrows the grant to those names.
+- apiGroups: [""]
+  resources: ["secrets"]
+  {{- with .secretNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+  verbs: ["get"]
+{{- end }}
+{{- end }}
+# Events on ModelDeployments (core/v1, the operator's and kopf's): created, never patched.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
