@@ -92,6 +92,13 @@ class LocalCluster:
         return self.state_dir / "logs"
 
     @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines): every request made by a ServiceAccount outside
+        kube-system, at Metadata level. Tests read it to see exactly which calls the operator makes
+        (tests/integration/test_rbac_audit.py); nothing else is logged, so it stays small."""
+        return self.logs / "audit.log"
+
+    @property
     def api_host(self) -> str:
         """Loopback, or the bridge address when pods must reach the API server too."""
         return NODE_IP if self.node else "127.0.0.1"
@@ -222,6 +229,15 @@ class LocalCluster:
             raise
         return time.monotonic() - t0
 
+    def _audit_policy(self) -> Path:
+        policy = self.state_dir / "audit-policy.json"
+        policy.write_text(json.dumps({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+            "rules": [{"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+                      {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+                      {"level": "None"}]}))
+        return policy
+
     def _start_all(self, bins: Path, pki: Path, timeout: float) -> None:
         p = self.ports
         etcd_url = f"http://127.0.0.1:{p['etcd']}"
@@ -252,6 +268,8 @@ class LocalCluster:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--allow-privileged=true", "--profiling=false", "--v=1",
+            f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-maxbackup=1",
         ])
         self._wait("kube-apiserver /readyz", lambda: self.api_get("/readyz")[0] == 200, timeout)
         self.kubeconfig.write_text(kubeconfig_text(self.server, pki))

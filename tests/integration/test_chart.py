@@ -114,7 +114,7 @@ def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: cl
         assert not can_i(kube_env, sa, "get", "configmaps", other_ns)
         assert not can_i(kube_env, sa, "list", "httproutes.gateway.networking.k8s.io", other_ns)
         assert not can_i(kube_env, sa, "create", "events.events.k8s.io", other_ns)
-        assert can_i(kube_env, sa, "list", "namespaces")
+        assert not can_i(kube_env, sa, "list", "namespaces")  # kopf watches cluster-wide, never namespaces
         assert not can_i(kube_env, sa, "list", "secrets", other_ns)
         assert not can_i(kube_env, sa, "update", "secrets", other_ns)
         assert not can_i(kube_env, sa, "create", "pods", other_ns)

@@ -31,12 +31,14 @@ pytestmark = pytest.mark.cluster
 TOKEN = "s3cr3t-prometheus-token"  # a test value
 CREDENTIALS_LABEL = "modeldeploy.io/prometheus-credentials"  # the documented opt-in label
 EMPTY = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
+ONE = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+    {"metric": {}, "value": [0, "1"]}]}}).encode()
 
 
 class Recorder:
     """An HTTP listener on 127.0.0.1 that answers like an empty Prometheus and records each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = EMPTY) -> None:
         self.requests: list[dict[str, str]] = []
         seen = self.requests
 
@@ -46,7 +48,7 @@ class Recorder:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
-                self.wfile.write(EMPTY)
+                self.wfile.write(answer)
 
             def log_message(self, *args: Any) -> None:
                 pass

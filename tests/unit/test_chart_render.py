@@ -203,8 +203,7 @@ def test_rbac_cluster_wide(default_docs: list[dict]) -> None:
     assert not [k for k in main if k[0] == "events.k8s.io"]
     assert ("", "pods") not in main
     cluster = roles["md-modeldeploy-cluster"]
-    assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-                       ("", "namespaces"): {"list", "watch"}}
+    assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}  # no namespaces
     assert roles["md-modeldeploy-view"][("modeldeploy.io", "modeldeployments")] == {"get", "list", "watch"}
     bindings = {b["roleRef"]["name"]: b for b in by_kind(default_docs, "ClusterRoleBinding")}
     assert set(bindings) == {"md-modeldeploy", "md-modeldeploy-cluster"}
@@ -217,7 +216,7 @@ def test_rbac_namespaced(full_docs: list[dict]) -> None:
     _no_wildcards(full_docs)
     # Only the cluster-scoped minimum is a ClusterRole: CRDs, read-only. No namespaces, no Leases.
     (cluster,) = by_kind(full_docs, "ClusterRole")
-    assert _rules(cluster) == {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+    assert _rules(cluster) == {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(full_docs, "Role")}
     assert sorted(roles) == [("models-a", "md-modeldeploy"), ("models-b", "md-modeldeploy"),
                              ("ops", "md-modeldeploy-leader-election")]
