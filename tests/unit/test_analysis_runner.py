@@ -100,3 +100,18 @@ def test_no_analysis_no_check_and_the_observer_reports_what_the_runner_refuses()
         "metrics": [{"name": "error-rate", "max": 0.01}]}})) == []  # Rolling: no analysis runs
     obs = Observer(cast(Kube, r.kube), checks=[r.problems])
     assert obs.observe(canary()).problems and CREDENTIALS_LABEL in obs.observe(canary()).problems[0]
+
+
+def test_the_allow_list_comes_from_the_environment_and_bad_entries_stop_the_operator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeldeploy.config import Settings
+
+    monkeypatch.setenv("MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES", " http://prometheus.monitoring:9090, "
+                                                                  "https://thanos.example/q ,")
+    assert Settings().prometheus_allowed_addresses == ("http://prometheus.monitoring:9090",
+                                                       "https://thanos.example/q")
+    monkeypatch.setenv("MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES", "http://u:p@prometheus:9090")
+    with pytest.raises(ValueError, match="entry 'http://u:p@prometheus:9090': an entry must not contain user info"):
+        Settings()
+    monkeypatch.delenv("MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES")
+    assert Settings().prometheus_allowed_addresses == ()
