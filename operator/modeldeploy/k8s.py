@@ -2,7 +2,8 @@
 
 Writes use server-side apply (field manager `modeldeploy`, forced): one request creates or
 updates, fields we stop setting are removed, and fields others own (the HPA's `replicas`) are
-left alone. The reconciler calls `apply` only after `diff.is_subset` says something differs,
+left alone. Forced applies go only to objects we control (owner reference), never to someone
+else's object of the same name. The reconciler calls `apply` only after `diff.is_subset` says something differs,
 so steady state costs reads, never writes. Every write is counted in the operator's metrics.
 """
 
@@ -17,10 +18,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modeldeploy import GROUP, KIND, PLURAL, VERSION, opmetrics
+from modeldeploy.resources.common import FIELD_MANAGER
 
 log = logging.getLogger(__name__)
-
-FIELD_MANAGER = "modeldeploy"
 
 class Conflict(Exception):
     """A conditional write found a newer resourceVersion: someone else wrote the object since we read it."""
@@ -180,12 +180,21 @@ class Kube:
         opmetrics.API_WRITES.labels(kind="Lease", verb="update").inc()
         return result
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def get_fresh(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The server's copy, never the cache's (which is remembered): before creating an object, to
+        be sure no one else's of that name exists (a cached "absent" may be old, and the watches only
+        see objects with our label)."""
+        self.forget(kind, namespace, name)
+        return self.get(kind, namespace, name)
+
+    def apply(self, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """Server-side apply, forced: only ever called for objects this operator controls (the
+        planner leaves anyone else's alone, and the executor checks before creating)."""
         meta = obj["metadata"]
         result = self._call(
             "PATCH", self._path(obj["kind"], meta["namespace"], meta["name"]), body=obj,
             content_type="application/apply-patch+yaml",
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+            query=[("fieldManager", manager), ("force", "true")])
         opmetrics.API_WRITES.labels(kind=obj["kind"], verb="apply").inc()
         self._remember(obj["kind"], meta["namespace"], meta["name"], result)
         return result

@@ -21,7 +21,15 @@ from modeldeploy.api import (
     Phase,
 )
 from modeldeploy.diff import is_subset
-from modeldeploy.resources.common import LABEL_NAME, LABEL_REVISION, LABEL_TRACK, deployment_name
+from modeldeploy.resources.common import (
+    FIELD_MANAGER,
+    LABEL_NAME,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    controlled_by,
+    deployment_name,
+    owner_of,
+)
 from modeldeploy.resources.deployment import build_deployment
 from modeldeploy.resources.hpa import build_hpa
 from modeldeploy.resources.pdb import build_pdb
@@ -52,7 +60,8 @@ class Observed:
 
 @dataclass
 class Action:
-    verb: Literal["apply", "delete", "scale", "patch"]  # scale/patch: a merge patch
+    # scale/patch: a merge patch; handover: an apply by the handover field manager (see plan)
+    verb: Literal["apply", "delete", "scale", "patch", "handover"]
     kind: str
     name: str
     body: Obj | None = None
@@ -73,6 +82,8 @@ class Plan:
     events: list[Event]
     decision: Decision | None = None
     requeue_after: float | None = None
+    # Objects of our names that belong to someone else (kind, name): left alone, re-read before a retry.
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _template_hash(dep: Obj | None) -> str | None:
@@ -82,8 +93,12 @@ def _template_hash(dep: Obj | None) -> str | None:
     return labels.get(LABEL_REVISION)
 
 
-def _want(desired: Obj | None, observed: Obj | None, kind: str, name: str, actions: list[Action]) -> None:
-    """Append the write needed to get from observed to desired, if any."""
+def _want(md: ModelDeployment, desired: Obj | None, observed: Obj | None, kind: str, name: str,
+          actions: list[Action]) -> None:
+    """Append the write needed to get from observed to desired, if any. An object of the name that
+    this ModelDeployment does not control is never written or deleted (see `name_conflicts`)."""
+    if observed is not None and not controlled_by(observed, md):
+        return
     if desired is None:
         if observed is not None:
             actions.append(Action("delete", kind, name))
@@ -140,6 +155,39 @@ def set_condition(conditions: list[Condition], new: Condition, now: str) -> list
     return sorted(out, key=lambda c: order.get(c.type, 9))
 
 
+def name_conflicts(md: ModelDeployment, observed: Observed) -> list[tuple[str, str, Obj]]:
+    """Objects with the names this ModelDeployment needs that it does not control: someone else's
+    Service or Deployment, or a leftover of a deleted ModelDeployment of the same name. Server-side
+    apply with force would silently take them over, so they block the rollout instead."""
+    wanted: list[tuple[str, str, Obj | None]] = [
+        ("Deployment", deployment_name(md, "stable"), observed.stable),
+        ("Deployment", deployment_name(md, "canary"), observed.canary),
+        ("Service", md.name, observed.service),
+    ]
+    if build_hpa(md) is not None:
+        wanted.append(("HorizontalPodAutoscaler", md.name, observed.hpa))
+    if build_pdb(md) is not None:
+        wanted.append(("PodDisruptionBudget", md.name, observed.pdb))
+    wanted += [(o["kind"], o["metadata"]["name"], observed.routing.get((o["kind"], o["metadata"]["name"])))
+               for o in router_for(md).objects(md, 0)]
+    return [(kind, name, obj) for kind, name, obj in wanted if obj is not None and not controlled_by(obj, md)]
+
+
+def _applied_by_us(obj: Obj, *path: str) -> bool:
+    """Does our server-side apply own the field at `path` (e.g. spec.replicas)?"""
+    for entry in obj.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != FIELD_MANAGER or entry.get("operation") != "Apply":
+            continue
+        fields = entry.get("fieldsV1") or {}
+        for part in path:
+            fields = fields.get(f"f:{part}")
+            if not isinstance(fields, dict):
+                break
+        else:
+            return True
+    return False
+
+
 def view_of(md: ModelDeployment, observed: Observed) -> View:
     dep = observed.canary
     ready = available = stuck = False
@@ -152,7 +200,8 @@ def view_of(md: ModelDeployment, observed: Observed) -> View:
         # The deadline of this template's rollout: right after a re-template the status (and its
         # ProgressDeadlineExceeded) is still the previous generation's, i.e. the previous canary's.
         stuck = rs.deadline_exceeded and rs.current_generation
-    return View(canary_ready=ready, canary_available=available, canary_stuck=stuck, blocked=bool(observed.problems),
+    blocked = bool(observed.problems or name_conflicts(md, observed))
+    return View(canary_ready=ready, canary_available=available, canary_stuck=stuck, blocked=blocked,
                 annotations=dict(md.metadata.get("annotations") or {}), last_probe_at=observed.last_probe_at)
 
 
@@ -175,27 +224,37 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
     desired_stable = build_deployment(md, "stable", model=decision.stable_model, replicas=stable_replicas)
     current_stable = int((observed.stable or {}).get("spec", {}).get("replicas") or stable_replicas or 1)
 
-    # A semantic problem (e.g. missing Secret) must not take down what is running: keep the
-    # current Deployment as it is, create nothing that would fail, and report it.
-    blocked = bool(observed.problems)
-    if not blocked:
-        _want(desired_stable, observed.stable, "Deployment", desired_stable["metadata"]["name"], actions)
-    _want(build_service(md), observed.service, "Service", md.name, actions)
-    _want(build_hpa(md), observed.hpa, "HorizontalPodAutoscaler", md.name, actions)
-    _want(build_pdb(md), observed.pdb, "PodDisruptionBudget", md.name, actions)
+    # A semantic problem (e.g. missing Secret) or a name taken by someone else must not take down
+    # what is running: keep the current Deployment as it is, create nothing that would fail, and report it.
+    conflicts = name_conflicts(md, observed)
+    blocked = bool(observed.problems or conflicts)
+    stable_name = desired_stable["metadata"]["name"]
+    if not blocked and md.spec.autoscaling_on and observed.stable is not None \
+            and _applied_by_us(observed.stable, "spec", "replicas"):
+        # Autoscaling turned on: an apply without `replicas` would delete the field we own (the
+        # default, 1, would apply until the HPA acts). A second field manager first takes a share
+        # of it at the current value, then our apply lets go: the field stays until the HPA scales.
+        actions.append(Action("handover", "Deployment", stable_name, {"spec": {"replicas": current_stable}}))
+        actions.append(Action("apply", "Deployment", stable_name, desired_stable))
+    elif not blocked:
+        _want(md, desired_stable, observed.stable, "Deployment", stable_name, actions)
+    _want(md, build_service(md), observed.service, "Service", md.name, actions)
+    _want(md, build_hpa(md), observed.hpa, "HorizontalPodAutoscaler", md.name, actions)
+    _want(md, build_pdb(md), observed.pdb, "PodDisruptionBudget", md.name, actions)
 
     # Routing first (on rollback the weight goes to 0 before the canary pods go), then canary pods.
     # Objects a previous router made (status.routing) and the current one does not want are deleted.
     desired_routing = {(o["kind"], o["metadata"]["name"]): o for o in router.objects(md, decision.route_weight)}
     for key in sorted(set(desired_routing) | set(observed.routing)):
-        _want(desired_routing.get(key), observed.routing.get(key), key[0], key[1], actions)
+        _want(md, desired_routing.get(key), observed.routing.get(key), key[0], key[1], actions)
     status.routing = sorted(f"{k}/{n}" for k, n in desired_routing)
     canary_name = deployment_name(md, "canary")
     if decision.canary_model is not None and not blocked:
         replicas = router.canary_replicas(current_stable, decision.weight)
-        _want(build_deployment(md, "canary", model=decision.canary_model, replicas=replicas), observed.canary,
+        _want(md, build_deployment(md, "canary", model=decision.canary_model, replicas=replicas), observed.canary,
               "Deployment", canary_name, actions)
-    elif observed.canary is not None and (observed.canary.get("spec", {}).get("replicas") or 0) > 0:
+    elif observed.canary is not None and (observed.canary.get("spec", {}).get("replicas") or 0) > 0 \
+            and controlled_by(observed.canary, md):
         actions.append(Action("scale", "Deployment", canary_name, {"spec": {"replicas": 0}}))
 
     # Weight as achieved (replicas router: ready pod ratio; L7 routers: the route's weight). Only while
@@ -228,7 +287,16 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
     status.ready_replicas = rs.ready if rs else 0
 
     degraded_reason, degraded_msg = "", ""
-    if blocked:
+    if conflicts:
+        degraded_reason = "NameConflict"
+        degraded_msg = "; ".join(
+            f"{kind} {md.namespace}/{name} already exists and is not managed by this ModelDeployment "
+            f"({owner_of(obj)}): rename the ModelDeployment, or delete or rename the {kind}"
+            for kind, name, obj in conflicts)
+        old_degraded = next((c for c in old.conditions if c.type == "Degraded"), None)
+        if old_degraded is None or old_degraded.reason != degraded_reason or old_degraded.message != degraded_msg:
+            events.append(Event("Warning", "NameConflict", degraded_msg))
+    elif observed.problems:
         degraded_reason, degraded_msg = "InvalidReference", "; ".join(observed.problems)
     elif rs and rs.deadline_exceeded:
         degraded_reason = "ProgressDeadlineExceeded"
@@ -298,7 +366,8 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
                             f"Phase{phase.value}", f"{old.phase.value} -> {phase.value}: {message}"))
     status.phase, status.message = phase, message
     requeue = None if decision.analysis_due_in is None else max(0.2, decision.analysis_due_in)
-    return Plan(actions, status, events, decision=decision, requeue_after=requeue)
+    return Plan(actions, status, events, decision=decision, requeue_after=requeue,
+                conflicts=[(kind, name) for kind, name, _ in conflicts])
 
 
 def status_changed(old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> bool:

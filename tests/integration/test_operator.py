@@ -197,8 +197,9 @@ def test_missing_service_account_degrades_then_recovers(k: Cluster) -> None:
     st = k.get("accounted")["status"]
     assert "model-sa" in st["message"] and "does not exist" in st["message"]
     assert k.deployment("accounted") is None  # nothing created whose pods the ReplicaSet could not create
-    warn = [e for e in k.events("accounted") if e.type == "Warning"]
-    assert warn and "model-sa" in warn[0].message
+    # Events are posted after the status write and the plan's other writes: wait for them too.
+    warn = wait_for(lambda: [e for e in k.events("accounted") if e.type == "Warning"], 10, what="a Warning Event")
+    assert "model-sa" in warn[0].message
     k.core.create_namespaced_service_account(k.ns, client.V1ServiceAccount(
         metadata=client.V1ObjectMeta(name="model-sa")))
     wait_for(lambda: k.healthy("accounted"), 60, what="recovered to Healthy after the ServiceAccount appeared")

@@ -125,8 +125,13 @@ def several_reconciles(op: OperatorProcess, n: int = 3) -> None:
 
 
 def one_warning(k: Cluster, name: str, text: str) -> None:
-    warnings = [e for e in k.events(name) if e.type == "Warning" and e.reason == "PhaseDegraded"]
-    assert len(warnings) == 1 and text in warnings[0].message, [(e.reason, e.message) for e in warnings]
+    """Exactly one Warning Event for the refusal (Events follow the status write: wait for it), no storm."""
+    def warnings() -> list[client.CoreV1Event]:
+        return [e for e in k.events(name) if e.type == "Warning" and e.reason == "PhaseDegraded"]
+
+    wait_for(warnings, 10, what="a PhaseDegraded Warning Event")
+    got = warnings()
+    assert len(got) == 1 and text in got[0].message, [(e.reason, e.message) for e in got]
 
 
 V2 = {"image": "registry.example/room-price:v2", "bento": "room_price:v2"}

@@ -157,3 +157,79 @@ def test_turning_autoscaling_off_deletes_the_hpa() -> None:
 def test_paused_phase() -> None:
     m = md(paused=True)
     assert plan(m, steady(m), NOW).status.phase == Phase.PAUSED
+
+
+# -- issue 11: names taken by someone else, replicas handed to the HPA ----------------------------------
+
+def foreign(obj: dict[str, Any] | None, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`obj` as someone else made it: no owner reference of ours (another owner, or none)."""
+    out = served(obj)
+    assert out is not None
+    out["metadata"]["ownerReferences"] = [owner] if owner else []
+    out["metadata"]["managedFields"] = [{"manager": "kubectl-create", "operation": "Update"}]
+    return out
+
+
+def test_someone_elses_service_of_the_same_name_is_left_alone_and_reported() -> None:
+    m = md()
+    theirs = foreign(build_service(m))
+    p = plan(m, Observed(service=theirs), NOW)
+    assert ("apply", "Service") not in kinds(p) and ("apply", "Deployment") not in kinds(p)
+    assert p.status.phase == Phase.DEGRADED
+    assert p.conflicts == [("Service", "room-price")]
+    cond = {c.type: c for c in p.status.conditions}["Degraded"]
+    assert cond.reason == "NameConflict"
+    assert "Service ml/room-price already exists" in cond.message and "kubectl-create" in cond.message
+    assert [e.reason for e in p.events if e.type == "Warning"] == ["NameConflict", "PhaseDegraded"]
+    # The next pass over the same world says nothing new: no Event storm while it lasts.
+    again = plan(md_with_status(m, p), Observed(service=theirs), LATER)
+    assert again.events == [] and again.status.phase == Phase.DEGRADED
+
+
+def md_with_status(m: ModelDeployment, p: Any) -> ModelDeployment:
+    body = m.model_dump(by_alias=True, mode="json")
+    body["status"] = p.status.model_dump(by_alias=True, mode="json")
+    return ModelDeployment.model_validate(body)
+
+
+def test_leftovers_of_a_deleted_modeldeployment_of_the_same_name_are_not_taken_over() -> None:
+    m = md()
+    old_owner = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "room-price",
+                 "uid": "0c1e7d4e-0000-4000-8000-0000000000ff", "controller": True}
+    p = plan(m, Observed(stable=foreign(build_deployment(m, "stable", replicas=1), old_owner)), NOW)
+    assert all(a.kind != "Deployment" for a in p.actions)
+    msg = {c.type: c for c in p.status.conditions}["Degraded"].message
+    assert "owned by ModelDeployment 'room-price' (uid 0c1e7d4e-0000-4000-8000-0000000000ff" in msg
+
+
+def test_a_foreign_canary_deployment_is_neither_scaled_nor_deleted() -> None:
+    m = md()
+    obs = steady(m)
+    obs.canary = foreign(build_deployment(m, "canary", replicas=3),
+                         {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": "u", "controller": True})
+    p = plan(m, obs, NOW)
+    assert all(a.name != "room-price-canary" for a in p.actions)
+    assert p.status.phase == Phase.DEGRADED and p.conflicts == [("Deployment", "room-price-canary")]
+
+
+def applied_replicas(dep: dict[str, Any]) -> dict[str, Any]:
+    dep["metadata"]["managedFields"] = [{"manager": "modeldeploy", "operation": "Apply",
+                                         "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}}]
+    return dep
+
+
+def test_turning_autoscaling_on_hands_replicas_over_without_dropping_them() -> None:
+    off = md(replicas=6)
+    obs = steady(off, 6)
+    obs.stable = applied_replicas(obs.stable or {})
+    on = md(replicas=6, autoscaling={"minReplicas": 2, "maxReplicas": 10})
+    p = plan(on, obs, NOW)
+    verbs = [(a.verb, a.kind, a.name) for a in p.actions if a.kind == "Deployment"]
+    # First a second field manager holds replicas at 6, then our apply (without replicas) lets go of it.
+    assert verbs == [("handover", "Deployment", "room-price"), ("apply", "Deployment", "room-price")]
+    assert p.actions[0].body == {"spec": {"replicas": 6}}
+    assert "replicas" not in (p.actions[1].body or {})["spec"]
+    # Once we no longer own the field there is nothing more to hand over.
+    obs.stable["metadata"]["managedFields"] = [{"manager": "modeldeploy", "operation": "Apply",
+                                                "fieldsV1": {"f:spec": {"f:template": {}}}}]
+    assert all(a.verb != "handover" for a in plan(on, obs, LATER).actions)

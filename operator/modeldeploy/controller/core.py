@@ -29,7 +29,7 @@ from modeldeploy import KIND, opmetrics
 from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.config import Settings
 from modeldeploy.controller.analysis import AnalysisRunner
-from modeldeploy.controller.executor import Executor
+from modeldeploy.controller.executor import Executor, NameTaken
 from modeldeploy.controller.leader import LeaderElector, LeaseConfig
 from modeldeploy.controller.observe import Observer
 from modeldeploy.controller.queue import Key, WorkQueue
@@ -182,6 +182,11 @@ class Controller:
             opmetrics.RECONCILES.labels("conflict").inc()
             log.info("reconcile %s/%s: %s; retrying on a fresh read", *key, e)
             return Result(conflict=True)
+        except NameTaken as e:
+            # The object is now in the cache: the next plan sees it and reports the NameConflict.
+            opmetrics.RECONCILES.labels("conflict").inc()
+            log.info("reconcile %s/%s: %s; planning again", *key, e)
+            return Result(conflict=True)
         except ApiException as e:
             if e.status == 403 and "NamespaceTerminating" in str(e.body):
                 opmetrics.RECONCILES.labels("ok").inc()
@@ -220,7 +225,9 @@ class Controller:
         written = self.executor.run(md, body, p)
         if written is not None:
             self.own_writes[key] = written
-        if observed.problems:
+        for kind, child in p.conflicts:  # someone else's: not watched, so read it again before the retry
+            self.kube.forget(kind, namespace, child)
+        if observed.problems or p.conflicts:
             return Result(requeue_after=self.settings.backoff_base_seconds, backoff=True)
         if p.requeue_after is not None:
             return Result(requeue_after=p.requeue_after)

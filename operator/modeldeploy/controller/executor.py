@@ -14,8 +14,13 @@ from modeldeploy import opmetrics
 from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.k8s import Kube
 from modeldeploy.reconcile import Plan, status_changed
+from modeldeploy.resources.common import HANDOVER_MANAGER, controlled_by
 
 log = logging.getLogger(__name__)
+
+
+class NameTaken(Exception):
+    """A create found someone else's object of that name: nothing was written; plan again on what is there."""
 
 
 class Executor:
@@ -45,9 +50,18 @@ class Executor:
         for action in p.actions:
             if action.verb == "apply":
                 assert action.body is not None
+                if action.new:
+                    self.ensure_absent(md, action.kind, action.name)
                 self.kube.apply(action.body)
                 log.info("%s/%s: %s %s %s", namespace, name, "created" if action.new else "updated", action.kind,
                          action.name)
+            elif action.verb == "handover":
+                assert action.body is not None
+                self.kube.apply({"apiVersion": "apps/v1", "kind": action.kind,
+                                 "metadata": {"name": action.name, "namespace": namespace}, **action.body},
+                                manager=HANDOVER_MANAGER)
+                log.info("%s/%s: %s %s: %s held for the autoscaler", namespace, name, action.kind, action.name,
+                         action.body)
             elif action.verb in ("scale", "patch"):
                 assert action.body is not None
                 self.kube.patch_merge(action.kind, namespace, action.name, action.body)
@@ -55,6 +69,13 @@ class Executor:
             else:
                 self.kube.delete(action.kind, namespace, action.name)
                 log.info("%s/%s: deleted %s %s", namespace, name, action.kind, action.name)
+
+    def ensure_absent(self, md: ModelDeployment, kind: str, name: str) -> None:
+        """Before a create: a forced apply would take over an object of that name that is not ours.
+        The plan saw none, but its view may be old (or, for a new owner, assumed): ask the server."""
+        found = self.kube.get_fresh(kind, md.namespace, name)
+        if found is not None and not controlled_by(found, md):
+            raise NameTaken(f"{kind} {md.namespace}/{name} exists and is not ours")
 
     def export_metrics(self, md: ModelDeployment, p: Plan) -> None:
         ns, name = md.namespace, md.name

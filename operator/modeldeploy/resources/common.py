@@ -13,6 +13,10 @@ from modeldeploy.api import ModelDeployment, ModelSpec
 Track = Literal["stable", "canary"]
 
 MANAGED_BY = "modeldeploy"
+# Server-side apply field managers: ours, and the one that holds a Deployment's `replicas` while
+# it passes from us to an HPA (see reconcile.plan: a field only we own would be deleted).
+FIELD_MANAGER = "modeldeploy"
+HANDOVER_MANAGER = "modeldeploy-handover"
 LABEL_NAME = "modeldeploy.io/name"
 LABEL_TRACK = "modeldeploy.io/track"
 LABEL_REVISION = "modeldeploy.io/revision"
@@ -93,3 +97,24 @@ def metadata(md: ModelDeployment, name: str, track: Track | None = None,
     if annotations:
         meta["annotations"] = annotations
     return meta
+
+
+def controlled_by(obj: dict[str, Any], md: ModelDeployment) -> bool:
+    """Is `obj` ours to change: its controller owner reference is this ModelDeployment (by uid)?"""
+    uid = md.metadata.get("uid")
+    return any(ref.get("controller") and ref.get("kind") == KIND and ref.get("uid") == uid
+               for ref in obj.get("metadata", {}).get("ownerReferences") or [])
+
+
+def owner_of(obj: dict[str, Any]) -> str:
+    """Who an object belongs to, in words, for a NameConflict message."""
+    meta = obj.get("metadata", {})
+    refs = meta.get("ownerReferences") or []
+    ref = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+    if ref is not None:
+        who = f"{ref.get('kind')} {ref.get('name')!r}"
+        if ref.get("kind") == KIND:
+            who += f" (uid {ref.get('uid')}, not this one's)"
+        return "owned by " + who
+    managers = [m.get("manager") for m in meta.get("managedFields") or [] if m.get("manager")]
+    return f"no owner, written by {', '.join(dict.fromkeys(managers))}" if managers else "no owner"
