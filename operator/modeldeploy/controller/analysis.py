@@ -117,7 +117,8 @@ class AnalysisRunner:
                     raise
                 raise ProviderError(
                     f"the operator may not read Secret {name!r} (analysis.prometheus.secretRef) in namespace "
-                    f"{md.namespace!r}: install the chart with prometheus.credentials.enabled=true") from None
+                    f"{md.namespace!r}: install the chart with prometheus.credentials.enabled=true (and this name in "
+                    "prometheus.credentials.secretNames, if that list is set)") from None
             if secret is None:
                 raise ProviderError(f"Secret {name!r} (analysis.prometheus.secretRef) not found in namespace "
                                     f"{md.namespace!r}")
