@@ -58,6 +58,21 @@ def test_model_pods_run_restricted_and_serve_through_the_service(rk: RealCluster
     print(f"\nkubectl apply -> 2 pods Ready: {ready_after:.1f}s")
 
 
+def test_spec_model_port_is_where_bentoml_listens(rk: RealCluster, node_images: Images) -> None:
+    """spec.model.port reaches the server (issue 11): probes, containerPort, Service and BentoML agree."""
+    rk.create(mdep("porty", replicas=1, model=node_images.model("v1", port=8080)))
+    wait_for(lambda: rk.healthy("porty"), 180, what="Healthy on port 8080")
+    pod = rk.ready_pods("modeldeploy.io/name=porty")[0]
+    assert pod.spec.containers[0].ports[0].container_port == 8080
+    with httpx.Client(timeout=5) as c:  # the pod itself, on the pod bridge: BentoML listens there
+        r = c.post(f"http://{pod.status.pod_ip}:8080/predict", json={"rows": [[62.0, 3.0, 1.0]]})
+        assert r.status_code == 200, r.text
+        with pytest.raises(httpx.ConnectError):
+            c.get(f"http://{pod.status.pod_ip}:3000/livez")
+    url = rk.wait_service_answers("porty")
+    assert httpx.post(url + "/predict", json={"rows": [[62.0, 3.0, 1.0]]}, timeout=5).status_code == 200
+
+
 def test_pods_elsewhere_stay_on_kwok(api_client: client.ApiClient, namespace: str) -> None:
     apps = client.AppsV1Api(api_client)
     core = client.CoreV1Api(api_client)
