@@ -183,8 +183,9 @@ def test_missing_secret_degrades_then_recovers(k: Cluster) -> None:
     st = k.get("secretive")["status"]
     assert "model-token" in st["message"] and "does not exist" in st["message"]
     assert k.deployment("secretive") is None  # nothing created that would crash-loop
-    warn = [e for e in k.events("secretive") if e.type == "Warning"]
-    assert warn and "model-token" in warn[0].message
+    # Events are posted after the status write and the plan's other writes: wait for them too.
+    warn = wait_for(lambda: [e for e in k.events("secretive") if e.type == "Warning"], 10, what="a Warning Event")
+    assert "model-token" in warn[0].message
     k.core.create_namespaced_secret(k.ns, client.V1Secret(metadata=client.V1ObjectMeta(name="model-token"),
                                                           string_data={"token": "s3cret"}))
     wait_for(lambda: k.healthy("secretive"), 60, what="recovered to Healthy after the Secret appeared")
