@@ -48,6 +48,24 @@ DEFAULT_STATE = REPO / ".local" / "cluster"
 SERVICE_CIDR = "10.96.0.0/16"
 NODE_NAME = "kwok-node-0"
 
+# The API server's audit log records only the list and watch requests for the kinds the operator
+# manages as children (request URI and user agent, no bodies): tests read it to check what the
+# operator asks the server for (e.g. that its watches carry a label selector). So few requests
+# match that it costs nothing measurable.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [list, watch]
+  resources:
+  - {group: apps, resources: [deployments]}
+  - {group: "", resources: [services]}
+  - {group: autoscaling, resources: [horizontalpodautoscalers]}
+  - {group: policy, resources: [poddisruptionbudgets]}
+- level: None
+"""
+
 
 def free_port() -> int:
     """A port that was free a moment ago on 127.0.0.1 (the kernel picks it)."""
@@ -90,6 +108,18 @@ class LocalCluster:
     @property
     def logs(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The API server's audit events so far (see AUDIT_POLICY for which requests are recorded)."""
+        try:
+            text = self.audit_log.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip().endswith("}")]
 
     @property
     def api_host(self) -> str:
@@ -234,6 +264,7 @@ class LocalCluster:
             "--unsafe-no-fsync=true", "--quota-backend-bytes=2147483648", "--log-level=warn",
         ])
         self._wait("etcd", lambda: _http_ok(etcd_url + "/health"), 30)
+        (self.state_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
 
         self._start("apiserver", [
             str(bins / "kube-apiserver"), f"--etcd-servers={etcd_url}",
@@ -252,6 +283,8 @@ class LocalCluster:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--allow-privileged=true", "--profiling=false", "--v=1",
+            f"--audit-policy-file={self.state_dir / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
+            "--audit-log-maxsize=100", "--audit-log-maxbackup=1",
         ])
         self._wait("kube-apiserver /readyz", lambda: self.api_get("/readyz")[0] == 200, timeout)
         self.kubeconfig.write_text(kubeconfig_text(self.server, pki))
