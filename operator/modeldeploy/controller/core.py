@@ -54,7 +54,7 @@ class Controller:
         self.settings = settings
         self.observer = Observer(kube)
         self.analysis = AnalysisRunner(kube)
-        self.executor = Executor(kube)
+        self.executor = Executor(kube, create_threads=settings.workers)
         self.queue = WorkQueue()
         self.known: set[Key] = set()
         self.failures: dict[Key, int] = {}
@@ -112,11 +112,14 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # In a thread: the elector keeps renewing while the last reconciles finish, and only then
         # releases, so the successor never overlaps with a write of ours.
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self._pool.shutdown(wait=True, cancel_futures=True))
+        await asyncio.get_running_loop().run_in_executor(None, self._finish_work)
         if self.elector is not None:
             await self.elector.stop(release=True)
         self.started = False
+
+    def _finish_work(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.executor.close()
 
     # -- leadership --------------------------------------------------------------------------------
     def is_leader(self) -> bool:
