@@ -63,7 +63,7 @@ bench-serving: setup ## benchmark: served model throughput/latency vs another mo
 bench-canary: setup ## benchmark: fault onset -> canary weight 0, fast and slow settings (bench/results/canary.json)
 	$(PY) tests/benchmarks/bench_canary.py
 
-bench-operator: setup ## benchmark: N=100/500 ModelDeployments to Ready, writes/object, RSS (bench/results/operator.json)
+bench-operator: setup ## benchmark: N=100/500 ModelDeployments to Ready vs plain Deployments (floor), RSS/CPU with 5,000+5,000 unrelated objects (bench/results/operator.json; BENCH_PROFILE=1: py-spy)
 	$(PY) tests/benchmarks/bench_operator.py
 
 chart-lint: ## helm lint the chart and check the generated copies (CRD, kustomize install, argocd-cm) are in sync

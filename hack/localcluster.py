@@ -48,6 +48,21 @@ DEFAULT_STATE = REPO / ".local" / "cluster"
 SERVICE_CIDR = "10.96.0.0/16"
 NODE_NAME = "kwok-node-0"
 
+# The API server's audit log (request URI, user, verb, status; no bodies) records two things tests
+# read: every request by a ServiceAccount outside kube-system (the operator in the cluster: which
+# calls its RBAC must allow, tests/integration/test_rbac_audit.py), and every list/watch of the
+# child kinds by anyone (the out-of-cluster operator: do its watches carry the label selector,
+# tests/integration/test_watch_scope.py). So few requests match that it costs nothing measurable.
+CHILD_RESOURCES = [{"group": "apps", "resources": ["deployments"]}, {"group": "", "resources": ["services"]},
+                   {"group": "autoscaling", "resources": ["horizontalpodautoscalers"]},
+                   {"group": "policy", "resources": ["poddisruptionbudgets"]}]
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+              {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+              {"level": "Metadata", "verbs": ["list", "watch"], "resources": CHILD_RESOURCES},
+              {"level": "None"}]}
+
 
 def free_port() -> int:
     """A port that was free a moment ago on 127.0.0.1 (the kernel picks it)."""
@@ -93,10 +108,17 @@ class LocalCluster:
 
     @property
     def audit_log(self) -> Path:
-        """The API server's audit log (JSON lines): every request made by a ServiceAccount outside
-        kube-system, at Metadata level. Tests read it to see exactly which calls the operator makes
-        (tests/integration/test_rbac_audit.py); nothing else is logged, so it stays small."""
+        """The API server's audit log (JSON lines): see AUDIT_POLICY for what it records; tests read
+        it to see exactly which calls the operator makes, and nothing else is logged, so it stays small."""
         return self.logs / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The API server's audit events so far (see AUDIT_POLICY for which requests are recorded)."""
+        try:
+            text = self.audit_log.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip().endswith("}")]
 
     @property
     def api_host(self) -> str:
@@ -231,11 +253,7 @@ class LocalCluster:
 
     def _audit_policy(self) -> Path:
         policy = self.state_dir / "audit-policy.json"
-        policy.write_text(json.dumps({
-            "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
-            "rules": [{"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
-                      {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
-                      {"level": "None"}]}))
+        policy.write_text(json.dumps(AUDIT_POLICY))
         return policy
 
     def _start_all(self, bins: Path, pki: Path, timeout: float) -> None:

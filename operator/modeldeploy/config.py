@@ -47,7 +47,8 @@ def _incluster_namespace() -> str:
 class Settings:
     # Every known object is reconciled again this often, so drift is repaired even without an event.
     resync_seconds: float = field(default_factory=lambda: _env_float("MODELDEPLOY_RESYNC_SECONDS", 30.0))
-    # Concurrent reconciles (each runs in a thread; the API client pool is sized to match).
+    # Concurrent reconciles (each runs in a thread, and creates a new object's children on as many
+    # more; the API client pool is sized to match).
     workers: int = field(default_factory=lambda: _env_int("MODELDEPLOY_WORKERS", 16))
     # Retry delay after an error or a semantic problem doubles from base up to max: bounded, never hot.
     backoff_base_seconds: float = field(default_factory=lambda: _env_float("MODELDEPLOY_BACKOFF_BASE_SECONDS", 1.0))

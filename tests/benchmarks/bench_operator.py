@@ -1,19 +1,32 @@
 #!/usr/bin/env python3
 """`make bench-operator`: N ModelDeployments created in a burst, on the real local control plane.
 
-Measures, for N = 100 and N = 500: time until all are Ready, per-object apply -> Ready latency
-(p50/p99, from the create call returning to a watch seeing Ready=True), API writes per object
-(the operator's own `modeldeploy_api_writes_total`), the operator's peak RSS (VmHWM), and the
-writes during two resync periods after everything is Ready (should be zero).
-Results: bench/results/operator.json. Targets: p99 < 2 s at N=100, all 500 Ready < 60 s,
-RSS < 200 MiB, <= 5 writes per object, 0 writes per idle resync.
+Three cases, in one run on one cluster (kwok's fake node; no pod runs a container):
+- floor: N plain Deployments (the operator's own pod template, the same namespace setup, no
+  operator) to all Available: what this control plane can do at all;
+- burst: N ModelDeployments to all Ready, for N = 100 and N = 500: time until all are Ready,
+  per-object apply -> Ready latency (p50/p99, from the create call returning to a watch seeing
+  Ready=True), the ratio to the floor, API writes per object (`modeldeploy_api_writes_total`),
+  the operator's RSS (VmHWM and current) and CPU seconds, and the writes during two resync
+  periods after everything is Ready (should be zero);
+- unrelated: 5,000 Deployments (replicas 0) and 5,000 Services that are not ours, then 100
+  ModelDeployments: the same figures, to compare with the empty cluster's (the operator must
+  watch only its own objects).
+Results: bench/results/operator.json. Targets: operator <= 1.5x the floor at N=100 and 500,
+RSS with the unrelated objects within 10 % of the empty cluster's, RSS < 200 MiB,
+<= 5 writes per object, 0 writes per idle resync.
+`BENCH_PROFILE=1` records a py-spy profile of the operator during each burst
+(.local/bench-operator/profile-N.txt: the hottest frames, own and total).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -28,18 +41,147 @@ sys.path[:0] = [str(REPO), str(REPO / "hack")]
 from kubernetes import client, config, watch  # noqa: E402
 
 from canarylab import new_namespace  # noqa: E402
-from localcluster import LocalCluster  # noqa: E402
+from localcluster import LocalCluster, wait_until  # noqa: E402
 from localoperator import OperatorProcess  # noqa: E402
+from modeldeploy.api import ModelDeployment  # noqa: E402
+from modeldeploy.resources.deployment import build_deployment  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "100,500").split(",")]
+UNRELATED = int(os.environ.get("BENCH_UNRELATED", "5000"))  # of each kind; 0 skips the case
+UNRELATED_N = 100
+PROFILE = os.environ.get("BENCH_PROFILE", "") == "1"
 RESYNC = 15.0
+WORK = REPO / ".local" / "bench-operator"
 
 
-def peak_rss_mib(pid: int) -> float:
+def proc_status_mib(pid: int, field: str) -> float:
+    """VmHWM (peak) or VmRSS (current) of `pid`, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def md_body(i: int) -> dict[str, Any]:
+    return {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": f"m{i:04d}"},
+            "spec": {"model": {"image": f"registry.example/m:{i}"}, "replicas": 1}}
+
+
+def floor_deployment(ns: str, i: int) -> dict[str, Any]:
+    """The Deployment the operator would make for md_body(i), without the owner (nothing owns it)."""
+    body = md_body(i)
+    body["metadata"].update(namespace=ns, uid="00000000-0000-0000-0000-000000000000")
+    dep = build_deployment(ModelDeployment.model_validate(body))
+    dep["metadata"].pop("ownerReferences", None)
+    return dep
+
+
+def available(dep: dict[str, Any]) -> bool:
+    spec, st = dep.get("spec") or {}, dep.get("status") or {}
+    want = spec.get("replicas", 1)
+    return (st.get("observedGeneration", 0) >= dep["metadata"].get("generation", 1)
+            and st.get("updatedReplicas", 0) == want and st.get("availableReplicas", 0) == want)
+
+
+class ApiServerRequests:
+    """What the API server spent on requests during a case, by verb and resource (and subresource):
+    count and mean duration, from its own `apiserver_request_duration_seconds` (all clients)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.before = self.snapshot()
+
+    def snapshot(self) -> dict[str, list[float]]:
+        status, text = self.cluster.api_get("/metrics", timeout=30)
+        out: dict[str, list[float]] = {}
+        if status != 200:
+            return out
+        for line in text.splitlines():
+            for suffix, i in (("_sum{", 0), ("_count{", 1)):
+                if line.startswith("apiserver_request_duration_seconds" + suffix):
+                    labels = dict(re.findall(r'(\w+)="([^"]*)"', line[:line.rindex("}")]))
+                    if labels.get("verb") in ("WATCH", "CONNECT"):
+                        continue
+                    res = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource")
+                                                         else "")
+                    key = f"{labels.get('verb')} {res}"
+                    out.setdefault(key, [0.0, 0.0])[i] += float(line.rsplit(" ", 1)[1])
+        return out
+
+    def delta(self, top: int = 12) -> dict[str, dict[str, float]]:
+        after = self.snapshot()
+        rows = {k: (v[0] - self.before.get(k, [0.0, 0.0])[0], v[1] - self.before.get(k, [0.0, 0.0])[1])
+                for k, v in after.items()}
+        busiest = sorted(((k, s, c) for k, (s, c) in rows.items() if c > 0), key=lambda r: -r[1])[:top]
+        return {k: {"count": int(c), "mean_s": round(s / c, 3), "total_s": round(s, 1)} for k, s, c in busiest}
+
+
+def delete_namespace(core: client.CoreV1Api, ns: str, timeout: float = 300) -> None:
+    """Delete and wait until it is gone, so its teardown does not load the next measurement."""
+    core.delete_namespace(ns)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(ns)
+            return False
+        except client.ApiException as e:
+            return e.status == 404
+
+    wait_until(gone, timeout, what=f"namespace {ns} deleted", interval=1.0)
+
+
+class Profiler:
+    """py-spy attached to the operator for the length of a burst (BENCH_PROFILE=1)."""
+
+    def __init__(self, pid: int, name: str) -> None:
+        self.raw = WORK / f"profile-{name}.raw"
+        self.out = WORK / f"profile-{name}.txt"
+        self.proc: subprocess.Popen[bytes] | None = None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if PROFILE:
+            self.proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
+                                          "--output", str(self.raw), "--threads"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # attached before the burst starts
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(2)  # SIGINT: py-spy writes the profile and exits
+        self.proc.wait(timeout=60)
+        self.out.write_text(summarise_profile(self.raw))
+
+
+def summarise_profile(raw: Path, top: int = 40) -> str:
+    """The hottest frames of a py-spy raw (collapsed) profile: own samples and total samples."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        samples += n
+        frames = stack.split(";")
+        threads[frames[0]] = threads.get(frames[0], 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames[1:]):
+            total[f] = total.get(f, 0) + n
+    lines = [f"{samples} samples (100/s, all threads)", "", "by thread:"]
+    lines += [f"  {n:7d} {t}" for t, n in sorted(threads.items(), key=lambda kv: -kv[1])[:top]]
+    lines += ["", "own samples:"]
+    lines += [f"  {n:7d} {f}" for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
+    lines += ["", "total samples:"]
+    lines += [f"  {n:7d} {f}" for f, n in sorted(total.items(), key=lambda kv: -kv[1])[:top]]
+    return "\n".join(lines) + "\n"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -47,47 +189,114 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
-def run(n: int, api: client.ApiClient, op: OperatorProcess) -> dict[str, Any]:
-    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-    ns = f"bench-{n}"
-    new_namespace(core, ns)
+def burst(api: client.ApiClient, n: int, stream: Any, create: Any, is_ready: Any) -> dict[str, Any]:
+    """Create `n` objects with `create(i) -> name` from 16 threads; a watch (`stream`: a list function
+    and its arguments) sees each become ready (`is_ready(obj)`). Timings from the first create call."""
     created: dict[str, float] = {}
     ready: dict[str, float] = {}
     done = threading.Event()
 
+    def seen(obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if name not in ready and is_ready(obj):
+            ready[name] = time.monotonic()
+            if len(ready) >= n:
+                done.set()
+
     def watcher() -> None:
-        w = watch.Watch()
-        for ev in w.stream(custom.list_namespaced_custom_object, "modeldeploy.io", "v1alpha1", ns,
-                           "modeldeployments", timeout_seconds=300):
-            obj = ev["object"]
-            name = obj["metadata"]["name"]
-            conds = (obj.get("status") or {}).get("conditions") or []
-            if name not in ready and any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
-                ready[name] = time.monotonic()
-                if len(ready) >= n:
-                    done.set()
-                    w.stop()
-                    return
+        # A loaded API server may close a watch early: list again (what became ready meanwhile is
+        # timed at the list) and watch on from the list's resourceVersion, until done or 300 s.
+        deadline = time.monotonic() + 300
+        func, *args = stream
+        rv = None
+        while not done.is_set() and time.monotonic() < deadline:
+            if rv is not None:
+                listed = api.sanitize_for_serialization(func(*args))
+                for obj in listed["items"]:
+                    seen(obj)
+                rv = listed["metadata"]["resourceVersion"]
+            w = watch.Watch()
+            try:
+                for ev in w.stream(func, *args, resource_version=rv or "", timeout_seconds=60):
+                    if ev["type"] in ("ADDED", "MODIFIED"):
+                        seen(ev["raw_object"])  # the JSON as sent, whatever the function's model type
+                    if done.is_set():
+                        w.stop()
+                        return
+            except client.ApiException as e:
+                if e.status != 410:
+                    raise
+            rv = rv or ""
 
     t = threading.Thread(target=watcher, daemon=True)
     t.start()
     time.sleep(0.5)  # let the watch establish before the burst
-    writes_before = op.writes()
 
-    def create(i: int) -> None:
-        name = f"m{i:04d}"
-        body = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-                "spec": {"model": {"image": f"registry.example/m:{i}"}, "replicas": 1}}
-        custom.create_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments", body)
+    def one(i: int) -> None:
+        name = create(i)
         created[name] = time.monotonic()
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(create, range(n)))
+        list(pool.map(one, range(n)))
     t_created = time.monotonic() - t0
     finished = done.wait(timeout=300)
     all_ready = (max(ready.values()) - t0) if ready else None
     latencies = [ready[k] - created[k] for k in ready if k in created]
+    return {
+        "n": n, "all_ready": finished, "ready_count": len(ready), "create_burst_s": round(t_created, 2),
+        "all_ready_s": round(all_ready, 2) if all_ready else None,
+        "apply_to_ready_p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "apply_to_ready_p99_s": round(pct(latencies, 99), 3) if latencies else None,
+    }
+
+
+def run_floor(n: int, api: client.ApiClient, cluster: LocalCluster) -> dict[str, Any]:
+    """N plain Deployments, no operator: the control plane's own time to make them Available."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    ns = f"floor-{n}"
+    new_namespace(core, ns)
+
+    def create(i: int) -> str:
+        dep = floor_deployment(ns, i)
+        apps.create_namespaced_deployment(ns, dep)
+        return str(dep["metadata"]["name"])
+
+    server = ApiServerRequests(cluster)
+    result = burst(api, n, (apps.list_namespaced_deployment, ns), create, available)
+    result["apiserver_requests"] = server.delta()
+    delete_namespace(core, ns)
+    return result
+
+
+def run_operator(n: int, api: client.ApiClient, cluster: LocalCluster, op: OperatorProcess, name: str,
+                 idle: bool = True) -> dict[str, Any]:
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+    ns = f"bench-{name}"
+    new_namespace(core, ns)
+    assert op.proc is not None
+    pid = op.proc.pid
+    rss_start, cpu_start = proc_status_mib(pid, "VmRSS"), cpu_seconds(pid)
+    writes_before = op.writes()
+
+    def create(i: int) -> str:
+        body = md_body(i)
+        custom.create_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments", body)
+        return str(body["metadata"]["name"])
+
+    def is_ready(obj: Any) -> bool:
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    profiler = Profiler(pid, name)
+    server = ApiServerRequests(cluster)
+    try:
+        result = burst(api, n, (custom.list_namespaced_custom_object, "modeldeploy.io", "v1alpha1", ns,
+                               "modeldeployments"), create, is_ready)
+    finally:
+        profiler.stop()
+    result["apiserver_requests"] = server.delta()
+    cpu_burst = cpu_seconds(pid) - cpu_start
     writes_to_ready = op.writes() - writes_before
     # Server-side view (1 s resolution, no client lag): Ready's lastTransitionTime - creationTimestamp.
     server_lat = []
@@ -97,54 +306,116 @@ def run(n: int, api: client.ApiClient, op: OperatorProcess) -> dict[str, Any]:
             t_made = datetime.fromisoformat(obj["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
             t_ready = datetime.fromisoformat(ready_c[0]["lastTransitionTime"].replace("Z", "+00:00"))
             server_lat.append((t_ready - t_made).total_seconds())
-    # Idle: two resync periods with nothing changing must cost zero writes.
-    idle_before = op.writes()
-    reconciles_before = op.counter('modeldeploy_reconciles_total{result="ok"}')
-    time.sleep(2 * RESYNC + 2)
-    idle_writes = op.writes() - idle_before
-    idle_reconciles = op.counter('modeldeploy_reconciles_total{result="ok"}') - reconciles_before
-    result = {
-        "n": n, "all_ready": finished, "ready_count": len(ready), "create_burst_s": round(t_created, 2),
-        "all_ready_s": round(all_ready, 2) if all_ready else None,
-        "apply_to_ready_p50_s": round(statistics.median(latencies), 3) if latencies else None,
-        "apply_to_ready_p99_s": round(pct(latencies, 99), 3) if latencies else None,
+    result.update({
         "server_side_ready_p50_s": statistics.median(server_lat) if server_lat else None,
         "server_side_ready_p99_s": pct(server_lat, 99) if server_lat else None,
         "writes_per_object": round(writes_to_ready / n, 2),
-        "idle_resync_reconciles": int(idle_reconciles), "idle_resync_writes": int(idle_writes),
-        "operator_peak_rss_mib": round(peak_rss_mib(op.proc.pid), 1) if op.proc else None,
-    }
-    core.delete_namespace(ns)
+        "operator_rss_at_start_mib": round(rss_start, 1),
+        "operator_cpu_burst_s": round(cpu_burst, 2),
+    })
+    if idle:
+        # Idle: two resync periods with nothing changing must cost zero writes.
+        idle_before = op.writes()
+        reconciles_before = op.counter('modeldeploy_reconciles_total{result="ok"}')
+        time.sleep(2 * RESYNC + 2)
+        result["idle_resync_reconciles"] = int(op.counter('modeldeploy_reconciles_total{result="ok"}')
+                                               - reconciles_before)
+        result["idle_resync_writes"] = int(op.writes() - idle_before)
+    result.update({
+        "operator_cpu_total_s": round(cpu_seconds(pid), 2),
+        "operator_peak_rss_mib": round(proc_status_mib(pid, "VmHWM"), 1),
+        "operator_rss_mib": round(proc_status_mib(pid, "VmRSS"), 1),
+    })
+    delete_namespace(core, ns)
     return result
 
 
+def make_unrelated(api: client.ApiClient, count: int) -> dict[str, Any]:
+    """`count` Deployments (replicas 0, the same pod template) and `count` (headless) Services in one
+    namespace, labelled as someone else's: what a shared cluster holds besides ours."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    ns = "unrelated"
+    new_namespace(core, ns)
+    labels = {"app.kubernetes.io/managed-by": "someone-else", "app.kubernetes.io/name": "other"}
+
+    def create(i: int) -> None:
+        dep = floor_deployment(ns, i)
+        dep["metadata"].update(name=f"other-{i:05d}", labels=labels)
+        dep["spec"]["replicas"] = 0
+        apps.create_namespaced_deployment(ns, dep)
+        core.create_namespaced_service(ns, {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": f"other-{i:05d}", "labels": labels},
+            # Headless: 5,000 ClusterIP allocations take ~10 min on a loaded 2-core machine; to the
+            # operator's watches (were they unfiltered) a headless Service is the same object.
+            "spec": {"clusterIP": "None", "selector": {"app": f"other-{i:05d}"},
+                     "ports": [{"port": 80, "targetPort": 3000}]}})
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(create, range(count)))
+    return {"deployments": count, "services": count, "create_s": round(time.monotonic() - t0, 1)}
+
+
 def main() -> int:
-    work = REPO / ".local" / "bench-operator"
-    work.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(state_dir=work / "cluster", node=False)
+    WORK.mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(state_dir=WORK / "cluster", node=False)
     op: OperatorProcess | None = None
-    results = []
+    out: dict[str, Any] = {"benchmark": "operator burst"}
+
+    def operator(name: str) -> OperatorProcess:
+        # A fresh operator per case, so RSS, CPU and write counts belong to that case.
+        return OperatorProcess(str(cluster.kubeconfig), WORK / f"operator-{name}.log", resync_seconds=RESYNC).start()
+
     try:
         cluster.up()
         cluster.install_crd(REPO / "crds", "modeldeployments.modeldeploy.io")
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         api.configuration.connection_pool_maxsize = 32
+        floors = {}
         for n in SIZES:
-            # A fresh operator per size, so peak RSS and write counts belong to that run.
-            op = OperatorProcess(str(cluster.kubeconfig), work / f"operator-{n}.log", resync_seconds=RESYNC).start()
-            results.append(run(n, api, op))
+            floors[n] = run_floor(n, api, cluster)
+            print(json.dumps({"floor": floors[n]}), flush=True)
+        out["floor"] = list(floors.values())
+        results = []
+        for n in SIZES:
+            op = operator(str(n))
+            r = run_operator(n, api, cluster, op, str(n))
+            if floors[n]["all_ready_s"] and r["all_ready_s"]:
+                r["floor_all_ready_s"] = floors[n]["all_ready_s"]
+                r["ratio_to_floor"] = round(r["all_ready_s"] / floors[n]["all_ready_s"], 2)
+            results.append(r)
             print(json.dumps(results[-1]), flush=True)
             op.stop()
             op = None
+        out["results"] = results
+        if UNRELATED:
+            # Empty-cluster reference first (a fresh operator, the same 100), then the same with the
+            # unrelated objects present before the operator starts (its initial lists include them).
+            op = operator("empty")
+            empty = run_operator(UNRELATED_N, api, cluster, op, "empty", idle=False)
+            op.stop()
+            op = None
+            made = make_unrelated(api, UNRELATED)
+            print(json.dumps({"unrelated": made}), flush=True)
+            op = operator("unrelated")
+            crowded = run_operator(UNRELATED_N, api, cluster, op, "unrelated", idle=False)
+            op.stop()
+            op = None
+            out["unrelated"] = {
+                "objects": made, "empty_cluster": empty, "with_unrelated": crowded,
+                "peak_rss_ratio": round(crowded["operator_peak_rss_mib"] / empty["operator_peak_rss_mib"], 3),
+                "rss_ratio": round(crowded["operator_rss_mib"] / empty["operator_rss_mib"], 3),
+                "cpu_ratio": round(crowded["operator_cpu_total_s"] / max(empty["operator_cpu_total_s"], 0.01), 2),
+            }
+            print(json.dumps(out["unrelated"]), flush=True)
         rss = cluster.rss_mib()
     finally:
         if op is not None:
             op.stop()
         cluster.down(quiet=True)
-    out = {"benchmark": "operator burst", "results": results,
-           "control_plane_rss_mib_after": {k: round(v, 1) for k, v in rss.items()},
-           "machine": {"cpus": os.cpu_count()}, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    dest = REPO / "bench" / "results" / "operator.json"
+    out.update({"control_plane_rss_mib_after": {k: round(v, 1) for k, v in rss.items()},
+                "machine": {"cpus": os.cpu_count()}, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    dest = Path(os.environ.get("BENCH_OUT", REPO / "bench" / "results" / "operator.json"))
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(f"written: {dest}")
     return 0

@@ -54,11 +54,12 @@ class Controller:
         self.settings = settings
         self.analysis = AnalysisRunner(kube, settings.prometheus_allowed_addresses)
         self.observer = Observer(kube, checks=[self.analysis.problems])
-        self.executor = Executor(kube)
+        self.executor = Executor(kube, create_threads=settings.workers, on_create_failed=self._create_failed)
         self.queue = WorkQueue()
         self.known: set[Key] = set()
         self.failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.started = False
         # resourceVersion of our own last write per object: its watch event needs no reconcile.
@@ -84,6 +85,12 @@ class Controller:
         else:
             self.queue.add(key)
 
+    def _create_failed(self, namespace: str, name: str) -> None:
+        """A child create the executor did not wait for failed (in a thread): retry the owner, backing off."""
+        key = (namespace, name)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.queue.add_backoff, key, self.settings.backoff_base_seconds)
+
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         self.known.discard(key)
@@ -99,6 +106,7 @@ class Controller:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.settings.workers)]
         self._tasks.append(asyncio.create_task(self._resync()))
         if self.elector is not None:
@@ -112,11 +120,14 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # In a thread: the elector keeps renewing while the last reconciles finish, and only then
         # releases, so the successor never overlaps with a write of ours.
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self._pool.shutdown(wait=True, cancel_futures=True))
+        await asyncio.get_running_loop().run_in_executor(None, self._finish_work)
         if self.elector is not None:
             await self.elector.stop(release=True)
         self.started = False
+
+    def _finish_work(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.executor.close()
 
     # -- leadership --------------------------------------------------------------------------------
     def is_leader(self) -> bool:

@@ -4,19 +4,44 @@ It makes no decision: the plan says which objects to apply, scale or delete, whi
 write, which Events to post; the executor writes them in the plan's order (status first: it is
 the record of the rollout state, so a crash after it re-derives the same objects) and exports
 the operator's own metrics.
+
+One exception to the one-at-a-time order, for speed in a burst: the children a pass creates from
+nothing (the stable Deployment, its Service, HPA, PDB: none exists yet, so no order between them
+can matter) are created concurrently, and only the Deployments are waited for. Under a burst the
+API server answered a Service create in 1.6-2.4 s (ClusterIP allocation) against 0.2-0.4 s for a
+Deployment; waited for in sequence it held every first-pass reconcile, and the whole burst with
+it, though readiness depends on the Deployment alone. A create left running is in the cache as
+its desired object until the server answers (so the next pass does not create it again); if it
+fails, the cache forgets it and the owner is queued again (`on_create_failed`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 from modeldeploy import opmetrics
 from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.k8s import Kube
-from modeldeploy.reconcile import Plan, status_changed
+from modeldeploy.reconcile import Action, Plan, status_changed
 from modeldeploy.resources.common import HANDOVER_MANAGER, controlled_by
 
 log = logging.getLogger(__name__)
+
+# Kinds whose creates from nothing are independent of each other (see the module docstring).
+CONCURRENT_CREATE_KINDS = frozenset({"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"})
+
+
+def concurrent_creates(actions: list[Action]) -> int:
+    """How many of the plan's first actions are creates of independent children (0 or >= 2)."""
+    n = 0
+    for a in actions:
+        if not (a.verb == "apply" and a.new and a.kind in CONCURRENT_CREATE_KINDS):
+            break
+        n += 1
+    return n if n >= 2 else 0
 
 
 class NameTaken(Exception):
@@ -24,8 +49,16 @@ class NameTaken(Exception):
 
 
 class Executor:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, create_threads: int = 16,
+                 on_create_failed: Callable[[str, str], None] | None = None) -> None:
         self.kube = kube
+        # Shared by all reconciles: the creates a pass does not wait for, and a second Deployment's.
+        self._creates = ThreadPoolExecutor(max_workers=create_threads, thread_name_prefix="create")
+        self.on_create_failed = on_create_failed
+
+    def close(self) -> None:
+        """Wait for creates in flight (called after the last reconcile)."""
+        self._creates.shutdown(wait=True)
 
     def run(self, md: ModelDeployment, body: dict, p: Plan) -> str | None:
         """Carry out the plan; returns the resourceVersion of our status write, if one was made."""
@@ -47,14 +80,22 @@ class Executor:
 
     def execute(self, md: ModelDeployment, p: Plan) -> None:
         namespace, name = md.namespace, md.name
-        for action in p.actions:
+        n = concurrent_creates(p.actions)
+        if n:
+            deployments = [a for a in p.actions[:n] if a.kind == "Deployment"]
+            for a in p.actions[:n]:
+                if a.kind != "Deployment":
+                    assert a.body is not None
+                    self.kube.observe(a.kind, "ADDED", a.body)  # in flight: the next pass leaves it alone
+                    self._creates.submit(self._apply, md, a).add_done_callback(partial(self._created, md, a))
+            futures = [self._creates.submit(self._apply, md, a) for a in deployments[1:]]
+            if deployments:
+                self._apply(md, deployments[0])
+            for f in futures:
+                f.result()
+        for action in p.actions[n:]:
             if action.verb == "apply":
-                assert action.body is not None
-                if action.new:
-                    self.ensure_absent(md, action.kind, action.name)
-                self.kube.apply(action.body)
-                log.info("%s/%s: %s %s %s", namespace, name, "created" if action.new else "updated", action.kind,
-                         action.name)
+                self._apply(md, action)
             elif action.verb == "handover":
                 assert action.body is not None
                 self.kube.apply({"apiVersion": "apps/v1", "kind": action.kind,
@@ -76,6 +117,25 @@ class Executor:
         found = self.kube.get_fresh(kind, md.namespace, name)
         if found is not None and not controlled_by(found, md):
             raise NameTaken(f"{kind} {md.namespace}/{name} exists and is not ours")
+
+    def _apply(self, md: ModelDeployment, action: Action) -> None:
+        assert action.body is not None
+        if action.new:
+            self.ensure_absent(md, action.kind, action.name)
+        self.kube.apply(action.body)
+        log.info("%s/%s: %s %s %s", md.namespace, md.name, "created" if action.new else "updated", action.kind,
+                 action.name)
+
+    def _created(self, md: ModelDeployment, action: Action, f: Future[None]) -> None:
+        """A create the pass did not wait for has finished: on failure, forget it and retry the owner."""
+        e = f.exception()
+        if e is None:
+            return
+        self.kube.forget(action.kind, md.namespace, action.name)
+        opmetrics.RECONCILE_ERRORS.labels(type(e).__name__).inc()
+        log.warning("%s/%s: create of %s %s failed: %s", md.namespace, md.name, action.kind, action.name, e)
+        if self.on_create_failed is not None:
+            self.on_create_failed(md.namespace, md.name)
 
     def export_metrics(self, md: ModelDeployment, p: Plan) -> None:
         ns, name = md.namespace, md.name

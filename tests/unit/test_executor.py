@@ -1,0 +1,110 @@
+"""The executor: a new object's independent children are created at once (only its Deployment waited for),
+everything else in plan order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from modeldeploy.controller.executor import Executor, concurrent_creates
+from modeldeploy.k8s import Kube
+from modeldeploy.reconcile import Observed, plan
+from tests.unit.helpers import md
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+DELAY = 0.3  # each write "takes" this long, as a loaded API server's answer does; a Service create 3x as long
+
+
+class SlowKube:
+    """Records writes; each takes DELAY. No server: the executor's own ordering is what is tested."""
+
+    def __init__(self, fail_kind: str = "") -> None:
+        self.fail_kind = fail_kind
+        self.calls: list[tuple[str, str, float, float]] = []
+        self.lock = threading.Lock()
+        self.cached: dict[str, Any] = {}
+
+    def observe(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        self.cached[kind] = obj
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        self.cached.pop(kind, None)
+
+    def get_fresh(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return None  # the executor asks before each create: nobody else's object of that name
+
+    def _write(self, verb: str, kind: str) -> dict[str, Any]:
+        t0 = time.monotonic()
+        time.sleep(3 * DELAY if (verb, kind) == ("apply", "Service") else DELAY)
+        with self.lock:
+            self.calls.append((verb, kind, t0, time.monotonic()))
+        if kind == self.fail_kind:
+            raise RuntimeError(f"{kind} refused")
+        return {"metadata": {"resourceVersion": "7"}}
+
+    def apply(self, obj: dict[str, Any], manager: str = "modeldeploy") -> dict[str, Any]:
+        return self._write("apply", obj["kind"])
+
+    def patch_merge(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self._write("patch", kind)
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        self._write("delete", kind)
+
+
+def _fresh() -> Any:
+    m = md(replicas=2)  # a Deployment, a Service and a PodDisruptionBudget to create
+    return m, plan(m, Observed(), NOW)
+
+
+def test_a_new_objects_children_are_created_concurrently_and_only_the_deployment_is_waited_for() -> None:
+    m, p = _fresh()
+    kinds = [a.kind for a in p.actions]
+    assert kinds[:3] == ["Deployment", "Service", "PodDisruptionBudget"] and concurrent_creates(p.actions) == 3
+    kube = SlowKube()
+    ex = Executor(cast(Kube, kube))
+    t0 = time.monotonic()
+    ex.execute(m, p)
+    took = time.monotonic() - t0
+    done = [c[1] for c in kube.calls]
+    assert "Deployment" in done and "Service" not in done, f"written when the pass returned: {done}"
+    # The others are in flight, and in the cache as desired, so the next pass does not create them again.
+    assert set(kube.cached) == {"Service", "PodDisruptionBudget"}
+    ex.close()
+    assert sorted(c[1] for c in kube.calls) == sorted(kinds)
+    assert took < 2 * DELAY, f"the pass took {took:.2f} s: it waited for the Service create"
+
+
+def test_updates_keep_the_plans_order() -> None:
+    m, p = _fresh()
+    for a in p.actions:
+        a.new = False  # the same writes as updates of existing objects
+    assert concurrent_creates(p.actions) == 0
+    kube = SlowKube()
+    Executor(cast(Kube, kube)).execute(m, p)
+    assert [c[1] for c in kube.calls] == [a.kind for a in p.actions]
+    assert all(a[3] <= b[2] for a, b in zip(kube.calls, kube.calls[1:], strict=False)), "writes overlapped"
+
+
+def test_a_failed_background_create_is_forgotten_and_its_owner_retried() -> None:
+    m, p = _fresh()
+    kube = SlowKube(fail_kind="Service")
+    retried: list[tuple[str, str]] = []
+    ex = Executor(cast(Kube, kube), on_create_failed=lambda ns, name: retried.append((ns, name)))
+    ex.execute(m, p)
+    ex.close()
+    assert retried == [(m.namespace, m.name)]
+    assert "Service" not in kube.cached  # the next pass asks the server, and creates it again
+
+
+def test_a_failed_deployment_create_fails_the_pass() -> None:
+    m, p = _fresh()
+    ex = Executor(cast(Kube, SlowKube(fail_kind="Deployment")))
+    with pytest.raises(RuntimeError, match="Deployment refused"):
+        ex.execute(m, p)
+    ex.close()
