@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup test test-unit lint typecheck cluster-up cluster-down cluster-status \
-        demo kind-demo kind-up kind-down kind-node-image test-kind bench-operator bench-serving bench-canary \
+.PHONY: help setup test test-unit lint typecheck cluster-up cluster-down cluster-status traefik-up traefik-down \
+        demo kind-demo kind-up kind-down kind-node-image test-kind bench-operator bench-serving bench-canary bench-peers \
         chart-lint crd image images test-e2e clean
 
 help: ## list the targets
@@ -62,6 +62,16 @@ bench-serving: setup ## benchmark: served model throughput/latency vs another mo
 
 bench-canary: setup ## benchmark: fault onset -> canary weight 0, fast and slow settings (bench/results/canary.json)
 	$(PY) tests/benchmarks/bench_canary.py
+
+bench-peers: setup ## benchmark (root, real node): modeldeploy vs Flagger vs Argo Rollouts, same fault and load (bench/results/peers.json; BENCH_RUNS=1 for a quick run)
+	$(PY) hack/images.py build bento
+	$(PY) tests/benchmarks/bench_peers.py
+
+traefik-up: ## Traefik as the Gateway API data plane beside a running `make cluster-up` (GatewayClass, Gateway on 127.0.0.1)
+	@$(PY) hack/traefik.py up
+
+traefik-down: ## stop what traefik-up started
+	@$(PY) hack/traefik.py down
 
 bench-operator: setup ## benchmark: N=100/500 ModelDeployments to Ready vs plain Deployments (floor), RSS/CPU with 5,000+5,000 unrelated objects (bench/results/operator.json; BENCH_PROFILE=1: py-spy)
 	$(PY) tests/benchmarks/bench_operator.py

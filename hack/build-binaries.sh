@@ -107,5 +107,37 @@ if [[ ! -x "$BIN/coredns-${COREDNS_VERSION}" ]]; then
 fi
 ln -sf "kind-${KIND_VERSION}" "$BIN/kind"
 
+# The peers (issue 14) and a real Gateway API data plane, for tests/benchmarks/bench_peers.py.
+# `go build PKG` inside the wrapper module hack/gomod/$1 into $2; the caller keys $2 by the
+# wrapper's go.mod and go.sum (see gomod_key), so editing the wrapper rebuilds and a warm call skips.
+gomod_key() { cat "gomod/$1/go.mod" "gomod/$1/go.sum" | sha256sum | cut -c1-12; }
+gomod_build_to() {
+  local mod=$1 dest=$2 pkg=$3
+  shift 3
+  (cd "gomod/$mod" && go build -trimpath -ldflags "-s -w $*" -o "$dest.tmp" "$pkg")
+  mv "$dest.tmp" "$dest"
+}
+timed() { local t=$(date +%s); "$@"; log "  built in $(( $(date +%s) - t ))s"; }
+TRAEFIK="$BIN/traefik-${TRAEFIK_VERSION}-$(gomod_key traefik)"
+if [[ ! -x "$TRAEFIK" ]]; then
+  log "building traefik ${TRAEFIK_VERSION} (wrapper module hack/gomod/traefik; cold: ~7 min)"
+  timed gomod_build_to traefik "$TRAEFIK" github.com/traefik/traefik/v3/cmd/traefik \
+    "-X github.com/traefik/traefik/v3/pkg/version.Version=${TRAEFIK_VERSION#v}"
+fi
+if [[ ! -x "$BIN/flagger-${FLAGGER_VERSION}" ]]; then
+  log "building flagger ${FLAGGER_VERSION} (cold: ~3 min)"
+  timed go_install_to "$BIN/flagger-${FLAGGER_VERSION}" "github.com/fluxcd/flagger/cmd/flagger@${FLAGGER_VERSION}"
+fi
+ARGO="$BIN/rollouts-controller-${ARGO_ROLLOUTS_VERSION}-$(gomod_key argo-rollouts)"
+if [[ ! -x "$ARGO" ]]; then
+  log "building argo rollouts ${ARGO_ROLLOUTS_VERSION} (wrapper module hack/gomod/argo-rollouts; cold: ~4 min)"
+  timed gomod_build_to argo-rollouts "$ARGO" github.com/argoproj/argo-rollouts/cmd/rollouts-controller \
+    "-X github.com/argoproj/argo-rollouts/utils/version.version=${ARGO_ROLLOUTS_VERSION}" \
+    "-X github.com/argoproj/argo-rollouts/utils/version.buildDate=${build_date}"
+fi
+ln -sf "${TRAEFIK##*/}" "$BIN/traefik"
+ln -sf "flagger-${FLAGGER_VERSION}" "$BIN/flagger"
+ln -sf "${ARGO##*/}" "$BIN/rollouts-controller"
+
 ln -sf "prometheus-${PROMETHEUS_VERSION}" "$BIN/prometheus"
 echo "$BIN"

@@ -102,6 +102,8 @@ class ServiceLoad:
     rate_per_second: float = 40.0
     max_seconds: float = 240.0
     max_requests: int = 20000
+    # Sent with every request: e.g. the Host a Gateway's HTTPRoute matches (hostnames).
+    headers: dict[str, str] = field(default_factory=dict)
     # (time.monotonic(), version or "-<error>" when nothing answered, HTTP status or 0 for a transport error)
     records: list[tuple[float, str, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -116,7 +118,7 @@ class ServiceLoad:
     def _run(self, workers: int) -> None:
         interval = workers / self.rate_per_second
         deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(timeout=5.0, headers={"Connection": "close"}) as client:
+        with httpx.Client(timeout=5.0, headers={**self.headers, "Connection": "close"}) as client:
             while not self._stop.is_set() and time.monotonic() < deadline and len(self.records) < self.max_requests:
                 try:
                     r = client.post(self.url + "/predict", json=ROW)
