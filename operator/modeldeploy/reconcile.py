@@ -328,7 +328,10 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
     conds = set_condition(conds, Condition(
         type="Degraded", status="True" if degraded_reason else "False",
         reason=degraded_reason or "AsExpected", message=degraded_msg, observed_generation=gen), now_s)
-    ready = rolled_out and not degraded_reason
+    # Ready means clients can reach it: the Service must exist on the server too (its create may still
+    # be in flight, cached as desired, with no uid yet; see controller/executor.py).
+    service_served = bool(observed.service and observed.service.get("metadata", {}).get("uid"))
+    ready = rolled_out and not degraded_reason and service_served
     conds = set_condition(conds, Condition(
         type="Ready", status="True" if ready else "False",
         reason="Ready" if ready else (degraded_reason or "RolloutInProgress"),

@@ -164,6 +164,7 @@ class World:
         if a.verb == "apply":
             assert a.body is not None
             self.objects[key] = copy.deepcopy(a.body)
+            self.objects[key]["metadata"].setdefault("uid", f"uid-{a.kind}-{a.name}")  # as the server does
         elif a.verb == "scale":
             self.objects[key]["spec"]["replicas"] = 0
         elif a.verb == "patch":  # annotations on the ModelDeployment itself

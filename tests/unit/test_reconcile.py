@@ -233,3 +233,15 @@ def test_turning_autoscaling_on_hands_replicas_over_without_dropping_them() -> N
     obs.stable["metadata"]["managedFields"] = [{"manager": "modeldeploy", "operation": "Apply",
                                                 "fieldsV1": {"f:spec": {"f:template": {}}}}]
     assert all(a.verb != "handover" for a in plan(on, obs, LATER).actions)
+
+
+def test_not_ready_while_the_service_create_is_still_in_flight() -> None:
+    """The executor caches a new Service as desired before the server has it (no uid yet): not Ready until it does."""
+    m = md()
+    obs = steady(m)
+    assert plan(m, obs, NOW).status.phase == Phase.HEALTHY
+    obs.service = build_service(m)  # the desired body, as cached while its create runs
+    p = plan(m, obs, NOW)
+    assert p.status.phase != Phase.HEALTHY
+    assert {c.type: c.status for c in p.status.conditions}["Ready"] == "False"
+    assert ("apply", "Service") not in kinds(p)  # and it is not created twice
