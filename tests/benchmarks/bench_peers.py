@@ -66,6 +66,7 @@ from peers import ArgoRollouts, Flagger, PeerController  # noqa: E402
 from traefik import TraefikGateway  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+APPEND = os.environ.get("BENCH_APPEND", "0") == "1"
 TOOLS = tuple(os.environ.get("BENCH_TOOLS", "modeldeploy,flagger,argo-rollouts").split(","))
 NAME = "price"
 STEPS = [20, 40, 60, 80]
@@ -552,18 +553,22 @@ def main() -> int:
         raise SystemExit("bench-peers needs the real node (root); run it under flock /tmp/modeldeploy-machine.lock")
     work = REPO / ".local" / "bench-peers"
     work.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    dest = REPO / "bench" / "results" / "peers.json"
+    # BENCH_APPEND=1: more rounds added to the recorded ones (same settings), the one-off cases kept.
+    previous = json.loads(dest.read_text()) if APPEND and dest.exists() else {}
+    rows: list[dict[str, Any]] = list(previous.get("runs", []))
+    done = int(previous.get("runs_per_tool", 0))
     t0 = time.monotonic()
     stops: list[Callable[[], None]] = []
     try:
         lab, stops = start_lab(work)
         print(f"lab up in {time.monotonic() - t0:.0f}s; versions {lab.versions}", flush=True)
-        for run in range(RUNS):
+        for run in range(done, done + RUNS):
             for kind in ("faulty", "healthy"):
                 for tool in TOOLS:
                     rows.append(one_run(lab, tool, kind, run))
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "controller_log"}), flush=True)
-        for kind in ("prometheus_down", "no_traffic"):
+        for kind in ("prometheus_down", "no_traffic") if not previous else ():
             for tool in TOOLS:
                 rows.append(one_run(lab, tool, kind, 0))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "controller_log"}), flush=True)
@@ -574,14 +579,14 @@ def main() -> int:
             except Exception as e:  # keep tearing down the rest
                 print(f"teardown: {e}", file=sys.stderr)
     summary = summarise(rows)
-    out = {"benchmark": "peers: modeldeploy vs Flagger vs Argo Rollouts", "runs_per_tool": RUNS,
+    out = {"benchmark": "peers: modeldeploy vs Flagger vs Argo Rollouts", "runs_per_tool": done + RUNS,
            "settings": {"steps": STEPS, "interval": INTERVAL, "threshold": THRESHOLD, "error_rate_injected": ERROR_RATE,
                         "peer_query_window": WINDOW, "scrape_interval": SCRAPE, "replicas": REPLICAS,
                         "load_rps": 40},
            "versions": {"flagger": "v1.44.0", "argo-rollouts": "v1.10.1", "traefik": "v3.6.12"},
            "summary": summary, "runs": rows, "machine": {"cpus": os.cpu_count()},
-           "seconds": round(time.monotonic() - t0), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    dest = REPO / "bench" / "results" / "peers.json"
+           "seconds": round(time.monotonic() - t0) + int(previous.get("seconds", 0)),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
