@@ -15,11 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from localcluster import LocalCluster
 from localoperator import OperatorProcess
 from tests.conftest import wait_for
+from tests.integration.test_operator import _exists
 
 pytestmark = pytest.mark.cluster
 
@@ -44,16 +44,6 @@ def _operator_watch_requests(cluster: LocalCluster) -> list[dict[str, Any]]:
     return [e for e in cluster.audit_events()
             if e.get("userAgent", "").startswith("kopf/") and e.get("verb") in ("list", "watch")
             and (e.get("objectRef") or {}).get("resource") in CHILD_RESOURCES]
-
-
-def _exists(read: Any) -> bool:
-    try:
-        read()
-        return True
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise
 
 
 def test_child_watches_are_filtered_by_the_server_and_still_see_our_children(
