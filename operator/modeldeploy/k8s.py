@@ -181,11 +181,18 @@ class Kube:
         return result
 
     def get_fresh(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The server's copy, never the cache's (which is remembered): before creating an object, to
-        be sure no one else's of that name exists (a cached "absent" may be old, and the watches only
-        see objects with our label)."""
-        self.forget(kind, namespace, name)
-        return self.get(kind, namespace, name)
+        """The server's copy, never the cache's: before creating an object, to be sure no one else's of
+        that name exists (a cached "absent" may be old, and the watches only see objects with our
+        label). The cache learns only of a found object: an "absent" answer must not replace a create
+        of ours still in flight (see controller/executor.py), or a concurrent pass would create it again."""
+        try:
+            obj: dict[str, Any] = self._call("GET", self._path(kind, namespace, name))
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return None
+        self._remember(kind, namespace, name, obj)
+        return obj
 
     def apply(self, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
         """Server-side apply, forced: only ever called for objects this operator controls (the
