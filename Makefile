@@ -63,7 +63,7 @@ bench-serving: setup ## benchmark: served model throughput/latency vs another mo
 bench-canary: setup ## benchmark: fault onset -> canary weight 0, fast and slow settings (bench/results/canary.json)
 	$(PY) tests/benchmarks/bench_canary.py
 
-bench-peers: setup ## benchmark (root, real node): modeldeploy vs Flagger vs Argo Rollouts, same fault and load (bench/results/peers.json; BENCH_RUNS=1 for a quick run)
+bench-peers: setup ## benchmark (root, real node): modeldeploy vs Flagger vs Argo Rollouts, same fault and load (bench/results/peers.json; BENCH_RUNS=1 for a quick run, BENCH_APPEND=1 adds rounds)
 	$(PY) hack/images.py build bento
 	$(PY) tests/benchmarks/bench_peers.py
 
