@@ -541,6 +541,18 @@ def model_version(archive: Path) -> str | None:
 # --- containerd ------------------------------------------------------------------------------
 
 
+
+def import_test_models(node: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """Load the test model images v1..v3 into a real node's containerd: ("v1" -> image name,
+    "v1" -> the model version its /predict reports). `node` is a localnode.RealNode."""
+    images, versions = {}, {}
+    for i in (1, 2, 3):
+        archive = test_model_image(i)
+        node.import_image(archive)
+        images[f"v{i}"] = f"localhost/modeldeploy/room-price:v{i}"
+        versions[f"v{i}"] = model_version(archive) or "?"
+    return images, versions
+
 def normalize(name: str) -> str:
     """A reference the way containerd's CRI stores it (``modeldeploy/operator:0.1.0`` -> ``docker.io/...``)."""
     first, _, rest = name.partition("/")

@@ -474,19 +474,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def start_lab(work: Path) -> tuple[Lab, list[Callable[[], None]]]:
     """Cluster with the real node, images, Prometheus, Traefik, every CRD, and our operator."""
-    from images import model_version, test_model_image
+    from images import import_test_models
 
     stops: list[Callable[[], None]] = []
     cluster = LocalCluster(state_dir=work / "cluster", node=True)
     cluster.up()
     stops.append(lambda: cluster.down(quiet=True))
     node = cluster.real_node()
-    images, versions = {}, {}
-    for i in (1, 2, 3):
-        archive = test_model_image(i)
-        node.import_image(archive)
-        images[f"v{i}"] = f"localhost/modeldeploy/room-price:v{i}"
-        versions[f"v{i}"] = model_version(archive) or "?"
+    images, versions = import_test_models(node)
     prom = cluster_prometheus(cluster.server, cluster.state_dir / "pki", cluster.bins or bin_dir(), work / "prometheus",
                               NODE_IP, scrape_interval=SCRAPE)
     # The peers' pods, scraped the same way, with the labels their queries select on.

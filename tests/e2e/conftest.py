@@ -50,16 +50,11 @@ class Images:
 
 @pytest.fixture(scope="session")
 def node_images(cluster: LocalCluster) -> Images:
-    from images import OPERATOR_TAG, model_version, operator_image, test_model_image
+    from images import OPERATOR_TAG, import_test_models, operator_image
 
     node = cluster.real_node()
     node.import_image(operator_image())
-    models, versions = {}, {}
-    for i in (1, 2, 3):
-        archive = test_model_image(i)
-        node.import_image(archive)
-        models[f"v{i}"] = f"localhost/modeldeploy/room-price:v{i}"
-        versions[f"v{i}"] = model_version(archive) or "?"
+    models, versions = import_test_models(node)
     return Images(OPERATOR_TAG, models, versions)
 
 
