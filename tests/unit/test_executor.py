@@ -12,7 +12,7 @@ import pytest
 
 from modeldeploy.controller.executor import Executor, concurrent_creates
 from modeldeploy.k8s import Kube
-from modeldeploy.reconcile import Observed, plan
+from modeldeploy.reconcile import Event, Observed, plan
 from tests.unit.helpers import md
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -56,9 +56,21 @@ class SlowKube:
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self._write("delete", kind)
 
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                     resource_version: str | None = None) -> dict[str, Any]:
+        return self._write("status", "ModelDeployment")
+
+    def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self._write("event", reason)
+
+
+def _overlap(a: tuple[str, str, float, float], b: tuple[str, str, float, float]) -> bool:
+    return a[2] < b[3] and b[2] < a[3]
+
 
 def _fresh() -> Any:
     m = md(replicas=2)  # a Deployment, a Service and a PodDisruptionBudget to create
+    m.metadata["resourceVersion"] = "6"
     return m, plan(m, Observed(), NOW)
 
 
@@ -108,3 +120,46 @@ def test_a_failed_deployment_create_fails_the_pass() -> None:
     with pytest.raises(RuntimeError, match="Deployment refused"):
         ex.execute(m, p)
     ex.close()
+
+
+def test_a_first_pass_writes_its_status_alongside_the_creates_and_posts_events_in_the_background() -> None:
+    m, p = _fresh()
+    assert p.events and concurrent_creates(p.actions) == len(p.actions)
+    kube = SlowKube()
+    ex = Executor(cast(Kube, kube))
+    t0 = time.monotonic()
+    assert ex.run(m, {"metadata": m.metadata}, p) == "7"
+    took = time.monotonic() - t0
+    calls = {c[1]: c for c in kube.calls}
+    assert "ModelDeployment" in calls and "Deployment" in calls
+    assert _overlap(calls["ModelDeployment"], calls["Deployment"]), "the status write waited for the create"
+    assert not any(c[0] == "event" for c in kube.calls), "the pass waited for its Events"
+    assert took < 2 * DELAY
+    ex.close()
+    assert [c[1] for c in kube.calls if c[0] == "event"] == [e.reason for e in p.events]
+
+
+def test_a_pass_that_changes_existing_objects_writes_its_status_first() -> None:
+    m, p = _fresh()
+    for a in p.actions:
+        a.new = False
+    kube = SlowKube()
+    ex = Executor(cast(Kube, kube))
+    ex.run(m, {"metadata": m.metadata}, p)
+    ex.close()
+    writes = [c for c in kube.calls if c[0] != "event"]
+    assert writes[0][1] == "ModelDeployment"
+    assert all(writes[0][3] <= c[2] for c in writes[1:]), "an object was written before the status"
+
+
+def test_one_objects_events_are_posted_in_order() -> None:
+    m, p = _fresh()
+    p.actions = []
+    reasons = [f"Step{i}" for i in range(6)]
+    kube = SlowKube()
+    ex = Executor(cast(Kube, kube))
+    for r in reasons:  # six passes, one Event each: they may not overtake each other
+        p.events = [Event("Normal", r, "x")]
+        ex.run(m, {"metadata": m.metadata}, p)
+    ex.close()
+    assert [c[1] for c in kube.calls if c[0] == "event"] == reasons

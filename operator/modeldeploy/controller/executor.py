@@ -12,7 +12,13 @@ API server answered a Service create in 1.6-2.4 s (ClusterIP allocation) against
 Deployment; waited for in sequence it held every first-pass reconcile, and the whole burst with
 it, though readiness depends on the Deployment alone. A create left running is in the cache as
 its desired object until the server answers (so the next pass does not create it again); if it
-fails, the cache forgets it and the owner is queued again (`on_create_failed`).
+fails, the cache forgets it and the owner is queued again (`on_create_failed`). When a pass does
+nothing but such creates (a new object's first pass), its status write (which then records no
+rollout state yet, only "Pending") goes alongside them instead of before them.
+
+Events are best effort and nothing waits for them: they are posted in the background, in order
+per object (one lane per object, a few lanes in all), so a reconcile does not hold its worker for
+them.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from functools import partial
 from modeldeploy import opmetrics
 from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.k8s import Kube
-from modeldeploy.reconcile import Action, Plan, status_changed
+from modeldeploy.reconcile import Action, Event, Plan, status_changed
 from modeldeploy.resources.common import HANDOVER_MANAGER, controlled_by
 
 log = logging.getLogger(__name__)
 
+# Background threads that post Events; one object's Events always go through the same one.
+EVENT_LANES = 4
 # Kinds whose creates from nothing are independent of each other (see the module docstring).
 CONCURRENT_CREATE_KINDS = frozenset({"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"})
 
@@ -54,29 +62,50 @@ class Executor:
         self.kube = kube
         # Shared by all reconciles: the creates a pass does not wait for, and a second Deployment's.
         self._creates = ThreadPoolExecutor(max_workers=create_threads, thread_name_prefix="create")
+        self._event_lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"events-{i}")
+                             for i in range(EVENT_LANES)]
         self.on_create_failed = on_create_failed
 
     def close(self) -> None:
-        """Wait for creates in flight (called after the last reconcile)."""
+        """Wait for creates and Events in flight (called after the last reconcile)."""
         self._creates.shutdown(wait=True)
+        for lane in self._event_lanes:
+            lane.shutdown(wait=True)
 
     def run(self, md: ModelDeployment, body: dict, p: Plan) -> str | None:
         """Carry out the plan; returns the resourceVersion of our status write, if one was made."""
-        namespace, name = md.namespace, md.name
         written_rv = None
         # Status first: it is the record of the rollout state. If we crash after this, the next
         # reconcile re-derives the same objects from it; the other order could repeat a step.
+        # A pass of creates from nothing has no step to repeat: its status write goes alongside.
+        status: Future[str] | None = None
         if status_changed(md.status, p.status):
-            log.info("%s/%s: %s -> %s: %s", namespace, name, md.status.phase.value, p.status.phase.value,
-                     p.status.message)
-            written = self.kube.patch_status(namespace, name, p.status.model_dump(by_alias=True, mode="json"),
-                                             resource_version=md.metadata["resourceVersion"])
-            written_rv = str(written.get("metadata", {}).get("resourceVersion", ""))
+            if p.actions and concurrent_creates(p.actions) == len(p.actions):
+                status = self._creates.submit(self._write_status, md, p)
+            else:
+                written_rv = self._write_status(md, p)
         self.execute(md, p)
-        for ev in p.events:
-            self.kube.event(body, ev.type, ev.reason, ev.message)
+        if status is not None:
+            written_rv = status.result()
+        if p.events:
+            lane = self._event_lanes[hash((md.namespace, md.name)) % len(self._event_lanes)]
+            lane.submit(self._post_events, body, list(p.events))
         self.export_metrics(md, p)
         return written_rv
+
+    def _write_status(self, md: ModelDeployment, p: Plan) -> str:
+        log.info("%s/%s: %s -> %s: %s", md.namespace, md.name, md.status.phase.value, p.status.phase.value,
+                 p.status.message)
+        written = self.kube.patch_status(md.namespace, md.name, p.status.model_dump(by_alias=True, mode="json"),
+                                         resource_version=md.metadata["resourceVersion"])
+        return str(written.get("metadata", {}).get("resourceVersion", ""))
+
+    def _post_events(self, body: dict, events: list[Event]) -> None:
+        for ev in events:
+            try:
+                self.kube.event(body, ev.type, ev.reason, ev.message)
+            except Exception:  # best effort (Kube.event already swallows API errors): never lose the lane
+                log.exception("could not post event %s", ev.reason)
 
     def execute(self, md: ModelDeployment, p: Plan) -> None:
         namespace, name = md.namespace, md.name
