@@ -62,6 +62,8 @@ class Executor:
         self.kube = kube
         # Shared by all reconciles: the creates a pass does not wait for, and a second Deployment's.
         self._creates = ThreadPoolExecutor(max_workers=create_threads, thread_name_prefix="create")
+        # A first pass's status write, beside its Deployment create (not queued behind slow Service creates).
+        self._status = ThreadPoolExecutor(max_workers=create_threads, thread_name_prefix="status")
         self._event_lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"events-{i}")
                              for i in range(EVENT_LANES)]
         self.on_create_failed = on_create_failed
@@ -69,6 +71,7 @@ class Executor:
     def close(self) -> None:
         """Wait for creates and Events in flight (called after the last reconcile)."""
         self._creates.shutdown(wait=True)
+        self._status.shutdown(wait=True)
         for lane in self._event_lanes:
             lane.shutdown(wait=True)
 
@@ -81,7 +84,7 @@ class Executor:
         status: Future[str] | None = None
         if status_changed(md.status, p.status):
             if p.actions and concurrent_creates(p.actions) == len(p.actions):
-                status = self._creates.submit(self._write_status, md, p)
+                status = self._status.submit(self._write_status, md, p)
             else:
                 written_rv = self._write_status(md, p)
         self.execute(md, p)
