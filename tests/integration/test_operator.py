@@ -92,8 +92,9 @@ def test_create_makes_children_and_reaches_ready(k: Cluster) -> None:
     k.policy.read_namespaced_pod_disruption_budget("price", k.ns)  # replicas > 1
     pods = k.core.list_namespaced_pod(k.ns, label_selector="modeldeploy.io/name=price").items
     assert len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
-    reasons = {e.reason for e in k.events("price")}
-    assert {"Created", "PhaseHealthy"} <= reasons
+    # Events are posted in the background after the status write: wait for them.
+    wait_for(lambda: {"Created", "PhaseHealthy"} <= {e.reason for e in k.events("price")}, 10,
+             what="the Created and PhaseHealthy Events")
     created = next(e.message for e in k.events("price") if e.reason == "Created")
     assert "Deployment price" in created and "Service price" in created and "PodDisruptionBudget price" in created
     # The scale subresource works (kubectl scale mdep/price --replicas=3).
