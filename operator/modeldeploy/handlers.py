@@ -21,7 +21,7 @@ import kopf
 
 from modeldeploy import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.config import Settings
-from modeldeploy.controller import Controller
+from modeldeploy.controller import Controller, executor
 from modeldeploy.http import HealthServer
 from modeldeploy.k8s import Kube, load_api_client
 from modeldeploy.logs import setup_logging
@@ -69,8 +69,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     for group, version, plural in CHILD_RESOURCES:
         settings.watching.label_selectors[(group, version, plural) if group else (version, plural)] = CHILD_SELECTOR
-    # One connection per reconcile worker, one per concurrent create (executor), a few for the rest.
-    kube = Kube(load_api_client(cfg.kubeconfig, pool_size=2 * cfg.workers + 4))
+    # One connection per reconcile worker, one per executor thread (creates, status, Events), a few for the rest.
+    kube = Kube(load_api_client(cfg.kubeconfig, pool_size=cfg.workers + executor.connections(cfg.workers) + 4))
     controller = Controller(kube, cfg)
     await controller.start()
     health = HealthServer(cfg.http_host_port, ready=lambda: controller.started)

@@ -3,7 +3,9 @@
 
 Three cases, in one run on one cluster (kwok's fake node; no pod runs a container):
 - floor: N plain Deployments (the operator's own pod template, the same namespace setup, no
-  operator) to all Available: what this control plane can do at all;
+  operator) to all Available: what this control plane can do at all; and the same with the
+  operator's ClusterIP Service for each (the API server allocates ClusterIPs one at a time, so
+  the Services bound a burst of them: see controller/executor.py `create_threads`);
 - burst: N ModelDeployments to all Ready, for N = 100 and N = 500: time until all are Ready,
   per-object apply -> Ready latency (p50/p99, from the create call returning to a watch seeing
   Ready=True), the ratio to the floor, API writes per object (`modeldeploy_api_writes_total`),
@@ -45,8 +47,9 @@ from localcluster import LocalCluster, wait_until  # noqa: E402
 from localoperator import OperatorProcess  # noqa: E402
 from modeldeploy.api import ModelDeployment  # noqa: E402
 from modeldeploy.resources.deployment import build_deployment  # noqa: E402
+from modeldeploy.resources.service import build_service  # noqa: E402
 
-SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "100,500").split(",")]
+SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "100,500").split(",") if n]  # "" skips the bursts
 UNRELATED = int(os.environ.get("BENCH_UNRELATED", "5000"))  # of each kind; 0 skips the case
 UNRELATED_N = 100
 PROFILE = os.environ.get("BENCH_PROFILE", "") == "1"
@@ -80,6 +83,15 @@ def floor_deployment(ns: str, i: int) -> dict[str, Any]:
     dep = build_deployment(ModelDeployment.model_validate(body))
     dep["metadata"].pop("ownerReferences", None)
     return dep
+
+
+def floor_service(ns: str, i: int) -> dict[str, Any]:
+    """The Service the operator would make for md_body(i), without the owner."""
+    body = md_body(i)
+    body["metadata"].update(namespace=ns, uid="00000000-0000-0000-0000-000000000000")
+    svc = build_service(ModelDeployment.model_validate(body))
+    svc["metadata"].pop("ownerReferences", None)
+    return svc
 
 
 def available(dep: dict[str, Any]) -> bool:
@@ -255,19 +267,26 @@ def burst(api: client.ApiClient, n: int, stream: Any, create: Any, is_ready: Any
     }
 
 
-def run_floor(n: int, api: client.ApiClient, cluster: LocalCluster) -> dict[str, Any]:
-    """N plain Deployments, no operator: the control plane's own time to make them Available."""
+def run_floor(n: int, api: client.ApiClient, cluster: LocalCluster, services: bool = False) -> dict[str, Any]:
+    """N plain Deployments, no operator: the control plane's own time to make them Available.
+    With `services`, each also gets the operator's ClusterIP Service (created right after its
+    Deployment, from the same thread), and all are done when every Deployment is Available and
+    every Service created: the same objects the operator makes, without the operator."""
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    ns = f"floor-{n}"
+    ns = f"floor-{n}" + ("-svc" if services else "")
     new_namespace(core, ns)
 
     def create(i: int) -> str:
         dep = floor_deployment(ns, i)
         apps.create_namespaced_deployment(ns, dep)
+        if services:
+            core.create_namespaced_service(ns, floor_service(ns, i))
         return str(dep["metadata"]["name"])
 
     server = ApiServerRequests(cluster)
     result = burst(api, n, (apps.list_namespaced_deployment, ns), create, available)
+    if services and result["all_ready_s"] is not None:  # the last Service may come after the last pod
+        result["all_ready_s"] = max(result["all_ready_s"], result["create_burst_s"])
     result["apiserver_requests"] = server.delta()
     delete_namespace(core, ns)
     return result
@@ -302,6 +321,11 @@ def run_operator(n: int, api: client.ApiClient, cluster: LocalCluster, op: Opera
     finally:
         profiler.stop()
     result["timeline"] = timeline(op.log_path, ns, created_wall, log_start)
+    reasons: dict[str, int] = {}
+    for ev in core.list_namespaced_event(ns).items:
+        key = f"{ev.involved_object.kind}/{ev.reason}"
+        reasons[key] = reasons.get(key, 0) + (ev.count or 1)
+    result["events_by_reason"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
     result["apiserver_requests"] = server.delta()
     cpu_burst = cpu_seconds(pid) - cpu_start
     writes_to_ready = op.writes() - writes_before
@@ -427,11 +451,14 @@ def main() -> int:
         cluster.install_crd(REPO / "crds", "modeldeployments.modeldeploy.io")
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         api.configuration.connection_pool_maxsize = 32
-        floors = {}
+        floors, floors_svc = {}, {}
         for n in SIZES:
             floors[n] = run_floor(n, api, cluster)
             print(json.dumps({"floor": floors[n]}), flush=True)
+            floors_svc[n] = run_floor(n, api, cluster, services=True)
+            print(json.dumps({"floor_with_services": floors_svc[n]}), flush=True)
         out["floor"] = list(floors.values())
+        out["floor_with_services"] = list(floors_svc.values())
         results = []
         for n in SIZES:
             op = operator(str(n))
@@ -439,6 +466,9 @@ def main() -> int:
             if floors[n]["all_ready_s"] and r["all_ready_s"]:
                 r["floor_all_ready_s"] = floors[n]["all_ready_s"]
                 r["ratio_to_floor"] = round(r["all_ready_s"] / floors[n]["all_ready_s"], 2)
+            if floors_svc[n]["all_ready_s"] and r["all_ready_s"]:
+                r["floor_with_services_all_ready_s"] = floors_svc[n]["all_ready_s"]
+                r["ratio_to_floor_with_services"] = round(r["all_ready_s"] / floors_svc[n]["all_ready_s"], 2)
             results.append(r)
             print(json.dumps(results[-1]), flush=True)
             op.stop()

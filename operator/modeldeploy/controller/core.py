@@ -54,7 +54,7 @@ class Controller:
         self.settings = settings
         self.analysis = AnalysisRunner(kube, settings.prometheus_allowed_addresses)
         self.observer = Observer(kube, checks=[self.analysis.problems])
-        self.executor = Executor(kube, create_threads=settings.workers, on_create_failed=self._create_failed)
+        self.executor = Executor(kube, workers=settings.workers, on_create_failed=self._create_failed)
         self.queue = WorkQueue()
         self.known: set[Key] = set()
         self.failures: dict[Key, int] = {}
