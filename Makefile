@@ -73,7 +73,7 @@ traefik-up: ## Traefik as the Gateway API data plane beside a running `make clus
 traefik-down: ## stop what traefik-up started
 	@$(PY) hack/traefik.py down
 
-bench-operator: setup ## benchmark: N=100/500 ModelDeployments to Ready vs plain Deployments (floor), RSS/CPU with 5,000+5,000 unrelated objects (bench/results/operator.json; BENCH_PROFILE=1: py-spy)
+bench-operator: setup ## benchmark: N=100/500 ModelDeployments to Ready vs plain Deployments (+ Services), RSS/CPU with 5,000+5,000 unrelated objects (bench/results/operator.json; BENCH_SIZES, BENCH_UNRELATED=0, BENCH_PROFILE=1: py-spy)
 	$(PY) tests/benchmarks/bench_operator.py
 
 chart-lint: ## helm lint the chart and check the generated copies (CRD, kustomize install, argocd-cm) are in sync
