@@ -76,22 +76,14 @@ def md_body(i: int) -> dict[str, Any]:
             "spec": {"model": {"image": f"registry.example/m:{i}"}, "replicas": 1}}
 
 
-def floor_deployment(ns: str, i: int) -> dict[str, Any]:
-    """The Deployment the operator would make for md_body(i), without the owner (nothing owns it)."""
+def floor_object(build: Any, ns: str, i: int) -> dict[str, Any]:
+    """What `build` (build_deployment, build_service) makes for md_body(i), without the owner
+    reference (nothing owns it)."""
     body = md_body(i)
     body["metadata"].update(namespace=ns, uid="00000000-0000-0000-0000-000000000000")
-    dep = build_deployment(ModelDeployment.model_validate(body))
-    dep["metadata"].pop("ownerReferences", None)
-    return dep
-
-
-def floor_service(ns: str, i: int) -> dict[str, Any]:
-    """The Service the operator would make for md_body(i), without the owner."""
-    body = md_body(i)
-    body["metadata"].update(namespace=ns, uid="00000000-0000-0000-0000-000000000000")
-    svc = build_service(ModelDeployment.model_validate(body))
-    svc["metadata"].pop("ownerReferences", None)
-    return svc
+    obj: dict[str, Any] = build(ModelDeployment.model_validate(body))
+    obj["metadata"].pop("ownerReferences", None)
+    return obj
 
 
 def available(dep: dict[str, Any]) -> bool:
@@ -277,10 +269,10 @@ def run_floor(n: int, api: client.ApiClient, cluster: LocalCluster, services: bo
     new_namespace(core, ns)
 
     def create(i: int) -> str:
-        dep = floor_deployment(ns, i)
+        dep = floor_object(build_deployment, ns, i)
         apps.create_namespaced_deployment(ns, dep)
         if services:
-            core.create_namespaced_service(ns, floor_service(ns, i))
+            core.create_namespaced_service(ns, floor_object(build_service, ns, i))
         return str(dep["metadata"]["name"])
 
     server = ApiServerRequests(cluster)
@@ -406,7 +398,7 @@ def make_unrelated(api: client.ApiClient, count: int) -> dict[str, Any]:
     labels = {"app.kubernetes.io/managed-by": "someone-else", "app.kubernetes.io/name": "other"}
 
     def create(i: int) -> None:
-        dep = floor_deployment(ns, i)
+        dep = floor_object(build_deployment, ns, i)
         dep["metadata"].update(name=f"other-{i:05d}", labels=labels)
         dep["spec"]["replicas"] = 0
         apps.create_namespaced_deployment(ns, dep)
