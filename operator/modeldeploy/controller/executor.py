@@ -10,7 +10,8 @@ nothing (the stable Deployment, its Service, HPA, PDB: none exists yet, so no or
 can matter) are created concurrently, and only the Deployments are waited for. Under a burst the
 API server answered a Service create in 1.6-2.4 s (ClusterIP allocation) against 0.2-0.4 s for a
 Deployment; waited for in sequence it held every first-pass reconcile, and the whole burst with
-it, though readiness depends on the Deployment alone. A create left running is in the cache as
+it (the pods need only the Deployment; a later pass sees the Service arrive, and Ready waits for
+it: `reconcile.plan`). A create left running is in the cache as
 its desired object until the server answers (so the next pass does not create it again); if it
 fails, the cache forgets it and the owner is queued again (`on_create_failed`). When a pass does
 nothing but such creates (a new object's first pass), its status write (which then records no
