@@ -13,9 +13,10 @@ Deployment; waited for in sequence it held every first-pass reconcile, and the w
 it (the pods need only the Deployment; a later pass sees the Service arrive, and Ready waits for
 it: `reconcile.plan`). A create left running is in the cache as
 its desired object until the server answers (so the next pass does not create it again); if it
-fails, the cache forgets it and the owner is queued again (`on_create_failed`). When a pass does
-nothing but such creates (a new object's first pass), its status write (which then records no
-rollout state yet, only "Pending") goes alongside them instead of before them.
+fails, the cache forgets it and the owner is queued again (`on_create_failed`). The status write
+still comes before them, also on a new object's first pass: a write from a stale read then gets
+409 and nothing else is written (tests/integration/test_leader.py); writing it alongside the
+creates was tried and broke that.
 
 Events are best effort and nothing waits for them: they are posted in the background, in order
 per object (one lane per object, a few lanes in all), so a reconcile does not hold its worker for
@@ -53,7 +54,7 @@ def create_threads(workers: int) -> int:
 
 def connections(workers: int) -> int:
     """API connections the executor's threads can use at once, beside the reconcile workers' own."""
-    return create_threads(workers) + workers + EVENT_LANES
+    return create_threads(workers) + EVENT_LANES
 
 
 def concurrent_creates(actions: list[Action]) -> int:
@@ -76,8 +77,6 @@ class Executor:
         self.kube = kube
         # Shared by all reconciles: the creates a pass does not wait for, and a second Deployment's.
         self._creates = ThreadPoolExecutor(max_workers=create_threads(workers), thread_name_prefix="create")
-        # A first pass's status write, beside its Deployment create (not queued behind slow Service creates).
-        self._status = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="status")
         self._event_lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"events-{i}")
                              for i in range(EVENT_LANES)]
         self.on_create_failed = on_create_failed
@@ -85,7 +84,6 @@ class Executor:
     def close(self) -> None:
         """Wait for creates and Events in flight (called after the last reconcile)."""
         self._creates.shutdown(wait=True)
-        self._status.shutdown(wait=True)
         for lane in self._event_lanes:
             lane.shutdown(wait=True)
 
@@ -93,17 +91,11 @@ class Executor:
         """Carry out the plan; returns the resourceVersion of our status write, if one was made."""
         written_rv = None
         # Status first: it is the record of the rollout state. If we crash after this, the next
-        # reconcile re-derives the same objects from it; the other order could repeat a step.
-        # A pass of creates from nothing has no step to repeat: its status write goes alongside.
-        status: Future[str] | None = None
+        # reconcile re-derives the same objects from it; the other order could repeat a step. And
+        # it is the optimistic lock: a decision made on a stale read stops here, with 409.
         if status_changed(md.status, p.status):
-            if p.actions and concurrent_creates(p.actions) == len(p.actions):
-                status = self._status.submit(self._write_status, md, p)
-            else:
-                written_rv = self._write_status(md, p)
+            written_rv = self._write_status(md, p)
         self.execute(md, p)
-        if status is not None:
-            written_rv = status.result()
         if p.events:
             lane = self._event_lanes[hash((md.namespace, md.name)) % len(self._event_lanes)]
             lane.submit(self._post_events, body, list(p.events))
