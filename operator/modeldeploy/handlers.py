@@ -69,7 +69,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     for group, version, plural in CHILD_RESOURCES:
         settings.watching.label_selectors[(group, version, plural) if group else (version, plural)] = CHILD_SELECTOR
-    # One connection per reconcile worker, one per executor thread (creates, status, Events), a few for the rest.
+    # One connection per reconcile worker, one per executor thread (creates, Events), a few for the rest.
     kube = Kube(load_api_client(cfg.kubeconfig, pool_size=cfg.workers + executor.connections(cfg.workers) + 4))
     controller = Controller(kube, cfg)
     await controller.start()

@@ -143,13 +143,18 @@ class Kube:
         if uncached_absent and self.use_cache and kind in WATCHED_KINDS:
             self._cache[key] = None
             return None
+        obj = self._read(self._path(kind, namespace, name))
+        self._remember(kind, namespace, name, obj)
+        return obj
+
+    def _read(self, path: str, timeout: float = 30) -> dict[str, Any] | None:
+        """GET `path`; None when the server says 404."""
         try:
-            obj: dict[str, Any] | None = self._call("GET", self._path(kind, namespace, name))
+            obj: dict[str, Any] = self._call("GET", path, timeout=timeout)
         except ApiException as e:
             if e.status != 404:
                 raise
-            obj = None
-        self._remember(kind, namespace, name, obj)
+            return None
         return obj
 
     # -- Leases (leader election; see controller/leader.py) --------------------------------------
@@ -157,13 +162,7 @@ class Kube:
         return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
 
     def get_lease(self, namespace: str, name: str, timeout: float = 30) -> dict[str, Any] | None:
-        try:
-            lease: dict[str, Any] = self._call("GET", self._lease_path(namespace, name), timeout=timeout)
-            return lease
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        return self._read(self._lease_path(namespace, name), timeout=timeout)
 
     def create_lease(self, lease: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         """POST; an ApiException 409 (AlreadyExists) when another candidate created it first."""
@@ -185,13 +184,9 @@ class Kube:
         that name exists (a cached "absent" may be old, and the watches only see objects with our
         label). The cache learns only of a found object: an "absent" answer must not replace a create
         of ours still in flight (see controller/executor.py), or a concurrent pass would create it again."""
-        try:
-            obj: dict[str, Any] = self._call("GET", self._path(kind, namespace, name))
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            return None
-        self._remember(kind, namespace, name, obj)
+        obj = self._read(self._path(kind, namespace, name))
+        if obj is not None:
+            self._remember(kind, namespace, name, obj)
         return obj
 
     def apply(self, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:

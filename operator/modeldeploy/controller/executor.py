@@ -44,17 +44,9 @@ EVENT_LANES = 4
 CONCURRENT_CREATE_KINDS = frozenset({"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"})
 
 
-def create_threads(workers: int) -> int:
-    """Threads for the creates a pass does not wait for: one per worker. More do not help: the API
-    server allocates ClusterIPs one at a time (kube-apiserver 1.34 holds the service-CIDR
-    allocator's lock across the IPAddress create), so Service creates finish at a fixed rate
-    however many are in flight (bench-operator: 16 in flight, 1.3 s each; 64 in flight, 5.5 s)."""
-    return workers
-
-
 def connections(workers: int) -> int:
     """API connections the executor's threads can use at once, beside the reconcile workers' own."""
-    return create_threads(workers) + EVENT_LANES
+    return workers + EVENT_LANES
 
 
 def concurrent_creates(actions: list[Action]) -> int:
@@ -76,7 +68,10 @@ class Executor:
                  on_create_failed: Callable[[str, str], None] | None = None) -> None:
         self.kube = kube
         # Shared by all reconciles: the creates a pass does not wait for, and a second Deployment's.
-        self._creates = ThreadPoolExecutor(max_workers=create_threads(workers), thread_name_prefix="create")
+        # One per worker; more do not help: the API server allocates ClusterIPs one at a time
+        # (kube-apiserver 1.34 holds the service-CIDR allocator's lock across the IPAddress create),
+        # so Service creates finish at a fixed rate (bench-operator: 16 in flight, 1.3 s each; 64, 5.5 s).
+        self._creates = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="create")
         self._event_lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"events-{i}")
                              for i in range(EVENT_LANES)]
         self.on_create_failed = on_create_failed
