@@ -541,7 +541,6 @@ def model_version(archive: Path) -> str | None:
 # --- containerd ------------------------------------------------------------------------------
 
 
-
 def import_test_models(node: Any) -> tuple[dict[str, str], dict[str, str]]:
     """Load the test model images v1..v3 into a real node's containerd: ("v1" -> image name,
     "v1" -> the model version its /predict reports). `node` is a localnode.RealNode."""
@@ -552,6 +551,7 @@ def import_test_models(node: Any) -> tuple[dict[str, str], dict[str, str]]:
         images[f"v{i}"] = f"localhost/modeldeploy/room-price:v{i}"
         versions[f"v{i}"] = model_version(archive) or "?"
     return images, versions
+
 
 def normalize(name: str) -> str:
     """A reference the way containerd's CRI stores it (``modeldeploy/operator:0.1.0`` -> ``docker.io/...``)."""

@@ -30,6 +30,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 
     return wait_until(check, timeout, what or str(check), interval, error=AssertionError)
 
 
+def exists(read: Callable[[], Any]) -> bool:
+    """Whether `read()` (a kubernetes client read) finds its object: False on 404."""
+    try:
+        read()
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A fresh local cluster for the test session (its own state dir and ports): the control plane,

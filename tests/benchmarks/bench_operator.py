@@ -5,7 +5,7 @@ Three cases, in one run on one cluster (kwok's fake node; no pod runs a containe
 - floor: N plain Deployments (the operator's own pod template, the same namespace setup, no
   operator) to all Available: what this control plane can do at all; and the same with the
   operator's ClusterIP Service for each (the API server allocates ClusterIPs one at a time, so
-  the Services bound a burst of them: see controller/executor.py `create_threads`);
+  the Services bound a burst of them: see the create pool in controller/executor.py);
 - burst: N ModelDeployments to all Ready, for N = 100 and N = 500: time until all are Ready,
   per-object apply -> Ready latency (p50/p99, from the create call returning to a watch seeing
   Ready=True), the ratio to the floor, API writes per object (`modeldeploy_api_writes_total`),
@@ -354,12 +354,10 @@ def run_operator(n: int, api: client.ApiClient, cluster: LocalCluster, op: Opera
 
 
 # Operator log lines (JSON, see modeldeploy.logs) that mark an object's way to Ready.
-STAGES = {
-    "first_pass": re.compile(r"^(?P<ns>[^/ ]+)/(?P<name>[^:]+): \w+ -> "),
-    "deployment_created": re.compile(r"^(?P<ns>[^/ ]+)/(?P<name>[^:]+): created Deployment "),
-    "service_created": re.compile(r"^(?P<ns>[^/ ]+)/(?P<name>[^:]+): created Service "),
-    "healthy": re.compile(r"^(?P<ns>[^/ ]+)/(?P<name>[^:]+): \w+ -> Healthy"),
-}
+# Each starts "<namespace>/<name>: " (controller/executor.py).
+STAGES = {stage: re.compile(r"^(?P<ns>[^/ ]+)/(?P<name>[^:]+): " + rest) for stage, rest in {
+    "first_pass": r"\w+ -> ", "deployment_created": "created Deployment ", "service_created": "created Service ",
+    "healthy": r"\w+ -> Healthy"}.items()}
 
 
 def timeline(log: Path, ns: str, created_wall: dict[str, float], offset: int = 0) -> dict[str, Any]:

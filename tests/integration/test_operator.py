@@ -10,7 +10,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from localoperator import OperatorProcess
-from tests.conftest import wait_for
+from tests.conftest import exists, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -130,7 +130,7 @@ def test_drift_is_corrected(k: Cluster) -> None:
     wait_for(lambda: k.healthy("drift"), 60, what="Healthy")
     # A child deleted by hand comes back.
     k.core.delete_namespaced_service("drift", k.ns)
-    wait_for(lambda: _exists(lambda: k.core.read_namespaced_service("drift", k.ns)), 30, what="Service restored")
+    wait_for(lambda: exists(lambda: k.core.read_namespaced_service("drift", k.ns)), 30, what="Service restored")
     # A child edited by hand is put back.
     k.apps.patch_namespaced_deployment("drift", k.ns, {"spec": {"template": {"spec": {"containers": [
         {"name": "model", "image": "someone/else:1"}]}}}})
@@ -152,8 +152,8 @@ def test_delete_removes_children(k: Cluster) -> None:
     assert k.autoscaling.read_namespaced_horizontal_pod_autoscaler("gone", k.ns).spec.max_replicas == 4
     k.custom.delete_namespaced_custom_object(G, V, k.ns, P, "gone")
     wait_for(lambda: k.deployment("gone") is None, 60, what="Deployment garbage-collected")
-    wait_for(lambda: not _exists(lambda: k.core.read_namespaced_service("gone", k.ns)), 60, what="Service gone")
-    wait_for(lambda: not _exists(lambda: k.autoscaling.read_namespaced_horizontal_pod_autoscaler("gone", k.ns)),
+    wait_for(lambda: not exists(lambda: k.core.read_namespaced_service("gone", k.ns)), 60, what="Service gone")
+    wait_for(lambda: not exists(lambda: k.autoscaling.read_namespaced_horizontal_pod_autoscaler("gone", k.ns)),
              60, what="HPA gone")
     wait_for(lambda: not k.core.list_namespaced_pod(k.ns, label_selector="modeldeploy.io/name=gone").items,
              60, what="pods gone")
@@ -234,13 +234,3 @@ def test_restart_makes_no_duplicates_and_no_writes(
     meta = k.get("steady")["metadata"]
     assert not meta.get("finalizers")
     assert not [a for a in meta.get("annotations", {}) if "kopf" in a]
-
-
-def _exists(read: Any) -> bool:
-    try:
-        read()
-        return True
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise

@@ -18,8 +18,7 @@ from kubernetes import client
 
 from localcluster import LocalCluster
 from localoperator import OperatorProcess
-from tests.conftest import wait_for
-from tests.integration.test_operator import _exists
+from tests.conftest import exists, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -83,10 +82,10 @@ def test_child_watches_are_filtered_by_the_server_and_still_see_our_children(
     # Our own children are still seen: deleted by hand, each is back within seconds, long before a
     # resync (600 s) could have noticed, so a watch event told the operator.
     core.delete_namespaced_service("scoped", namespace)
-    wait_for(lambda: _exists(lambda: core.read_namespaced_service("scoped", namespace)), 10,
+    wait_for(lambda: exists(lambda: core.read_namespaced_service("scoped", namespace)), 10,
              what="Service recreated after a watch event")
     apps.delete_namespaced_deployment("scoped", namespace)
-    wait_for(lambda: _exists(lambda: apps.read_namespaced_deployment("scoped", namespace)), 10,
+    wait_for(lambda: exists(lambda: apps.read_namespaced_deployment("scoped", namespace)), 10,
              what="Deployment recreated after a watch event")
     # And nothing of theirs was touched.
     assert all(d.metadata.labels == theirs for d in apps.list_namespaced_deployment(
