@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup test test-unit lint typecheck cluster-up cluster-down cluster-status traefik-up traefik-down \
+.PHONY: help setup test test-unit test-readme lint typecheck cluster-up cluster-down cluster-images cluster-status traefik-up traefik-down \
         demo kind-demo kind-up kind-down kind-node-image test-kind bench-operator bench-serving bench-canary bench-peers \
         chart-lint crd image images test-e2e clean
 
@@ -15,11 +15,15 @@ help: ## list the targets
 setup: ## install everything: Debian packages, .venv, control-plane binaries (idempotent)
 	@hack/setup.sh
 
-test: setup ## setup, then lint, typecheck, the images (cached) and the whole test suite (all tiers, kind last)
+test: setup ## setup, then lint, typecheck, the images (cached) and the whole test suite (all tiers; README and kind last)
 	$(MAKE) --no-print-directory lint typecheck
 	$(PY) hack/images.py build all
-	$(PY) -m pytest -q --ignore=tests/kind
+	$(PY) -m pytest -q --ignore=tests/kind --ignore=tests/readme
+	$(PY) -m pytest -q tests/readme
 	$(PY) -m pytest -q tests/kind
+
+test-readme: setup ## run the README's shell blocks as written (own pytest session: it starts the local cluster) and make demo
+	$(PY) -m pytest -q tests/readme
 
 test-unit: ## fast tests only (no servers)
 	$(PY) -m pytest -q tests/unit
@@ -35,6 +39,9 @@ cluster-up: setup ## start the local cluster: control plane, a real node (contai
 
 cluster-down: ## stop what cluster-up started; remove the pod bridge, iptables chains, mounts, cgroups; restore sysctls
 	@$(PY) hack/localcluster.py down
+
+cluster-images: ## build (cached) and import the operator and room-price v1..v3 images into the running cluster's node
+	@$(PY) hack/localcluster.py images
 
 cluster-status: ## show the local cluster's processes and the health of both nodes
 	@$(PY) hack/localcluster.py status

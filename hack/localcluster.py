@@ -40,13 +40,16 @@ from typing import Any
 from images import pause_image
 from localnet import FAKE_POD_CIDR, NODE_IP, PodNetwork
 from localnode import NODE_NAME as REAL_NODE
-from localnode import RealNode, leftover_cgroups
+from localnode import RealNode, leftover_cgroups, real_pods_namespace_metadata
 from pki import generate_control_plane, kubeconfig_text
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE = REPO / ".local" / "cluster"
 SERVICE_CIDR = "10.96.0.0/16"
 NODE_NAME = "kwok-node-0"
+# Made by `make cluster-up` (not by the test fixture) so the README's walkthrough runs on the real node as written:
+# the operator's namespace and one for the models.
+USER_NAMESPACES = ("modeldeploy-system", "ml")
 
 # The API server's audit log (request URI, user, verb, status; no bodies) records two things tests
 # read: every request by a ServiceAccount outside kube-system (the operator in the cluster: which
@@ -165,9 +168,10 @@ class LocalCluster:
         except (OSError, ValueError) as e:
             return 0, str(e)
 
-    def api_send(self, method: str, path: str, body: dict) -> tuple[int, str]:
+    def api_send(self, method: str, path: str, body: dict,
+                 content_type: str = "application/json") -> tuple[int, str]:
         req = urllib.request.Request(self.server + path, data=json.dumps(body).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": content_type})
         try:
             with urllib.request.urlopen(req, context=self._ssl(), timeout=10) as r:
                 return r.status, r.read().decode()
@@ -426,6 +430,29 @@ class LocalCluster:
 
         wait_until(established, timeout, f"CRD {name} Established", error=RuntimeError)
 
+    def prepare_namespaces(self, names: tuple[str, ...]) -> None:
+        """Create (or update) namespaces whose pods the API server sends to the real node (hack/localnode.py's
+        real_pods_namespace_metadata). Server-side apply with its own field manager, so a later client-side
+        `kubectl apply` of the same Namespace (e.g. manifests/install) keeps these labels and annotations."""
+        for name in names:
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
+                                                                        **real_pods_namespace_metadata()}}
+            code, text = self.api_send("PATCH", f"/api/v1/namespaces/{name}?fieldManager=modeldeploy-local&force=true",
+                                       body, content_type="application/apply-patch+yaml")
+            if code not in (200, 201):
+                raise SystemExit(f"namespace {name}: HTTP {code}: {text[:300]}")
+
+    def import_images(self) -> list[str]:
+        """Build (or find cached: hack/images.py) the operator image and the test models v1..v3, and import them
+        into the real node's containerd; one line per image: its names there."""
+        from images import OPERATOR_TAG, operator_image, test_model_image
+
+        node = self.real_node()
+        lines = [f"{OPERATOR_TAG}: {' '.join(node.import_image(operator_image()))}"]
+        for i in (1, 2, 3):
+            lines.append(f"room-price v{i}: {' '.join(node.import_image(test_model_image(i)))}")
+        return lines
+
     def rss_mib(self) -> dict[str, float]:
         """Resident memory of each control-plane process, from /proc."""
         out = {}
@@ -493,7 +520,10 @@ def stop_process(pid: int, timeout: float = 15.0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["up", "down", "status", "rss"])
+    ap.add_argument("command", choices=["up", "down", "status", "rss", "images"],
+                    help="up: start (or reuse) the cluster; down: stop it and put the machine back; status; "
+                         "rss: memory of the processes; images: build (cached) and import the operator and "
+                         "room-price v1..v3 images into the real node")
     ap.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
     ap.add_argument("--no-node", action="store_true", help="kwok only: no kubelet, containerd or pod bridge")
     args = ap.parse_args(argv)
@@ -502,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         secs = c.up()
         print(c.status())
         print(f"# node Ready after {secs:.1f}s" if secs else "# already running")
+        if c.node:
+            c.prepare_namespaces(USER_NAMESPACES)
+            print(f"# namespaces {', '.join(USER_NAMESPACES)}: their pods run on the real node, under Pod Security "
+                  "\"restricted\"")
         print(f"export KUBECONFIG={c.kubeconfig}")
     elif args.command == "down":
         c.down()
@@ -511,6 +545,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "status":
         print(c.status())
         return 0 if c.healthy() else 1
+    elif args.command == "images":
+        if not (c.load() and c.healthy() and c.node):
+            print("no local cluster with a real node is running: start it with `make cluster-up`", file=sys.stderr)
+            return 1
+        for line in c.import_images():
+            print(line)
     elif args.command == "rss":
         c.load()
         rss = c.rss_mib()
