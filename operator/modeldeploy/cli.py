@@ -92,5 +92,23 @@ def plugin() -> int:
     return main(prog=PLUGIN_PROG)
 
 
+def plugin_complete() -> int:
+    """Console script `kubectl_complete-modeldeploy`: kubectl (1.26+) runs it to complete `kubectl modeldeploy ...`.
+
+    kubectl passes the words after the plugin's name, the last one being the word to complete, and
+    reads cobra's answer: one candidate a line, then `:4` (ShellCompDirectiveNoFileComp)."""
+    words = sys.argv[1:] or [""]
+    try:
+        import argcomplete
+    except ImportError:
+        print(":4")
+        return 0
+    finder = argcomplete.CompletionFinder(build_parser(PLUGIN_PROG))
+    for candidate in finder._get_completions(["kubectl-modeldeploy", *words[:-1]], words[-1], "", None):
+        print(candidate.strip())
+    print(":4")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -192,14 +192,15 @@ def test_not_found_and_unreachable_are_one_line(k: Cluster, kube_env: dict[str, 
 
 
 def plugin_dir(tmp_path: Path) -> Path:
-    """A directory holding `kubectl-modeldeploy` made from pyproject's console-script entry, as pip makes it."""
-    entry = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["kubectl-modeldeploy"]
-    module, func = entry.split(":")
+    """A directory holding the plugin's executables made from pyproject's console-script entries, as pip makes them."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     d = tmp_path / "bin"
     d.mkdir()
-    script = d / "kubectl-modeldeploy"
-    script.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n")
-    script.chmod(0o755)
+    for name in ("kubectl-modeldeploy", "kubectl_complete-modeldeploy"):
+        module, func = scripts[name].split(":")
+        script = d / name
+        script.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n")
+        script.chmod(0o755)
     return d
 
 
@@ -218,3 +219,6 @@ def test_kubectl_plugin_runs_the_same_commands(k: Cluster, kube_env: dict[str, s
     assert kubectl("modeldeploy", "--help").stdout.startswith("usage: kubectl modeldeploy")
     assert kubectl("modeldeploy", "pause", "plug", "-n", k.ns).returncode == 0
     assert k.get("plug")["spec"]["paused"] is True
+    # kubectl's own completion asks the plugin (kubectl_complete-modeldeploy)
+    completed = kubectl("__complete", "modeldeploy", "status", "plug", "-o", "").stdout.splitlines()
+    assert {"json", "yaml", "wide"} <= set(completed), completed

@@ -147,3 +147,17 @@ def test_an_unknown_context_is_named(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["status", "x", "--kubeconfig", str(kc), "--context", "nope"]) == exitcodes.ERROR
     assert capsys.readouterr().err == ('error: context "nope" not found in the kubeconfig (list them with: kubectl '
                                        "config get-contexts)\n")
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    (["st"], ["status"]), (["status", "x", "-o", ""], ["json", "yaml", "wide"]),
+    (["status", "x", "--w"], ["--watch"]),
+])
+def test_kubectl_completes_the_plugin_in_cobra_s_format(words: list[str], expected: list[str],
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from modeldeploy.cli import plugin_complete
+
+    monkeypatch.setattr("sys.argv", ["kubectl_complete-modeldeploy", *words])
+    assert plugin_complete() == 0
+    assert capsys.readouterr().out.splitlines() == [*expected, ":4"]
