@@ -6,32 +6,36 @@ Why registered from here: the operator's CLI (``modeldeploy.cli``) imports this 
 what it needs. User errors (missing stage output, a failed gate, bad flags) print one line saying
 what is wrong and what to run, and return a non-zero code - never a traceback.
 
-Exit codes: 0 ok, 1 user error, 3 quality gate failed (the model was not exported or packaged).
+Exit codes (``modeldeploy.exitcodes``): 0 ok, 1 user error, 2 usage, 3 quality gate failed (the
+model was not exported or packaged), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modeldeploy import exitcodes
+
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")  # BentoML usage analytics would need the network
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-EXIT_USER_ERROR = 1
-EXIT_GATE_FAILED = 3
+EXIT_USER_ERROR = exitcodes.ERROR
+EXIT_GATE_FAILED = exitcodes.GATE_FAILED
 DEFAULT_WORKDIR = "modeldeploy-work"
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _err(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
+_err = exitcodes.error
 
 
 def _guard(func: Handler) -> Handler:
@@ -77,7 +81,8 @@ def _add_data_train(p: argparse.ArgumentParser) -> None:
 
 def _add_gate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate", action="append", default=[], metavar="METRIC>=VALUE",
-                   help="quality threshold on the test split, e.g. --gate 'r2>=0.9' --gate 'rmse<=15' (repeatable)")
+                   help="quality threshold on the test split, METRIC one of mse, rmse, mae, r2 and OP one of "
+                        ">=, >, <=, < (strict as written), e.g. --gate 'r2>0.9' --gate 'rmse<=15' (repeatable)")
     p.add_argument("--gate-config", type=Path, help="YAML/JSON file: {r2: {min: 0.9}, rmse: {max: 15}}")
     p.add_argument("--select-by", choices=["rmse", "mse", "mae", "r2"], default="rmse",
                    help="validation metric used to pick the model (default rmse)")
@@ -283,11 +288,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         target = SERVICE_IMPORT
     else:
         target = args.bento
+    check_port_free(args.host, args.port)
     print(f"serving {target} on http://{args.host}:{args.port} (/predict /explain /metadata /metrics)", flush=True)
     try:
         return subprocess.call(serve_command(target, args.host, args.port), env=base_env(extra))
     except KeyboardInterrupt:
-        return 0
+        return exitcodes.INTERRUPTED
+
+
+def port(text: str) -> int:
+    """--port: an integer 1..65535 (argparse type: rejected at parse time, exit code 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1..65535)") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: a port is 1..65535")
+    return value
+
+
+def check_port_free(host: str, port_: int) -> None:
+    """Refuse a port something already listens on, before starting the server (its own error is a traceback)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like the server: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port_))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(f"port {port_} is in use: pick another with --port") from None
+            raise ValueError(f"cannot listen on {host}:{port_}: {e.strerror}: check --host and --port") from None
 
 
 @_guard
@@ -321,10 +350,11 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         replicas=args.replicas, strategy=args.strategy, steps=steps, interval=args.interval,
         prometheus=args.prometheus, max_error_rate=args.max_error_rate, max_latency_p99=args.max_latency_p99,
     )
-    text = render(build_manifest(opts))
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+    manifest = build_manifest(opts)
+    text = json.dumps(manifest, indent=2) + "\n" if args.output == "json" else render(manifest)
+    if args.output_file:
+        Path(args.output_file).write_text(text)
+        print(f"wrote {args.output_file}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -340,11 +370,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_data_train(p)
     p.set_defaults(func=cmd_train)
 
-    for name in ("evaluate", "gate"):
-        p = sub.add_parser(name, help="score trained models, select by validation, apply the quality gate")
-        _add_workdir(p)
-        _add_gate(p)
-        p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("evaluate", aliases=["gate"],
+                       help="score trained models, select by validation, apply the quality gate (alias: gate)")
+    _add_workdir(p)
+    _add_gate(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="ONNX / int8 export with parity check; writes WORKDIR/artifact")
     _add_workdir(p)
@@ -377,13 +407,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifact", type=Path, help="pipeline artifact directory (e.g. WORKDIR/artifact)")
     p.add_argument("--bento", help="Bento tag, e.g. room_price:latest")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    p.add_argument("--port", type=port, default=3000, help="port to listen on, 1..65535 (default 3000)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo-artifact", help="train a tiny scikit-learn model and write its artifact (for tests)")
     p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     p.add_argument("--version-seed", type=int, default=0, help="different seeds give different model versions")
-    p.add_argument("--kind", default="ridge", choices=["linear", "ridge", "forest", "gbt", "mlp"])
+    p.add_argument("--kind", default="ridge", choices=["linear", "ridge", "forest", "gbt", "mlp"],
+                   help="scikit-learn model kind (default ridge)")
     p.set_defaults(func=cmd_demo_artifact)
 
     p = sub.add_parser("containerize", help="`bentoml containerize` the Bento (needs a Docker engine or buildah)")
@@ -394,19 +425,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image builder (default auto: docker when an engine answers, else buildah when installed)")
     p.set_defaults(func=cmd_containerize)
 
-    p = sub.add_parser("manifest", help="write a ModelDeployment YAML for a built image")
+    p = sub.add_parser("manifest", help="print a ModelDeployment for a built image (YAML, or -o json)")
     _add_workdir(p)
     p.add_argument("--name", required=True, help="ModelDeployment name (a Kubernetes name)")
     p.add_argument("--image", required=True, help="container image built from the Bento")
     p.add_argument("--bento", help="Bento tag (default: the one `package` built in WORKDIR)")
-    p.add_argument("--namespace", default="default")
-    p.add_argument("--port", type=int, default=3000)
-    p.add_argument("--replicas", type=int, default=2)
-    p.add_argument("--strategy", choices=["Canary", "Rolling"], default="Canary")
+    p.add_argument("-n", "--namespace", default="default", help="the object's namespace (default: default)")
+    p.add_argument("--port", type=port, default=3000, help="the model server's port in the pod (default 3000)")
+    p.add_argument("--replicas", type=int, default=2, help="stable replicas (default 2)")
+    p.add_argument("--strategy", choices=["Canary", "Rolling"], default="Canary",
+                   help="how new model versions roll out (default Canary)")
     p.add_argument("--steps", default="10,25,50", help="canary traffic percentages (default 10,25,50)")
     p.add_argument("--interval", default="30s", help="time per canary step (default 30s)")
     p.add_argument("--prometheus", help="Prometheus address; adds the error-rate and latency-p99 analysis")
-    p.add_argument("--max-error-rate", type=float, default=0.01)
-    p.add_argument("--max-latency-p99", type=float, default=0.5, help="seconds")
-    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.add_argument("--max-error-rate", type=float, default=0.01,
+                   help="with --prometheus: highest canary error rate, 0..1 (default 0.01)")
+    p.add_argument("--max-latency-p99", type=float, default=0.5,
+                   help="with --prometheus: highest canary p99 latency in seconds (default 0.5)")
+    p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help="output format (default yaml)")
+    p.add_argument("--output-file", type=Path, help="write to this file instead of stdout")
     p.set_defaults(func=cmd_manifest)

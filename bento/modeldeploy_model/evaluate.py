@@ -9,6 +9,7 @@ reads a failed CI log knows exactly what to fix.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,32 +37,40 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 @dataclass(frozen=True)
 class Threshold:
     metric: str
-    op: str  # ">=" or "<="
+    op: str  # ">=", ">", "<=" or "<": strict as written
     value: float
 
     def passes(self, observed: float) -> bool:
         if math.isnan(observed):
             return False
-        return observed >= self.value if self.op == ">=" else observed <= self.value
+        return bool(_OPS[self.op](observed, self.value))
 
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.value:g}"
 
 
-_RULE = re.compile(r"^\s*(mse|rmse|mae|r2)\s*(>=|<=|=>|=<|>|<)\s*([-+0-9.eE]+)\s*$")
+_RULE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(>=|<=|=>|=<|>|<)\s*(\S+)\s*$")
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+_SPELLINGS = {"=>": ">=", "=<": "<="}
+_SYNTAX = (f"write METRIC>=VALUE, METRIC>VALUE, METRIC<=VALUE or METRIC<VALUE with METRIC one of {', '.join(METRICS)} "
+           "(e.g. --gate 'r2>0.8' --gate 'rmse<=15')")
 
 
 def parse_threshold(text: str) -> Threshold:
-    """Parse ``"r2>=0.8"`` / ``"rmse<=12"``; ``>`` and ``<`` are read as ``>=`` and ``<=``."""
+    """Parse ``"r2>=0.8"``, ``"r2>0.8"``, ``"rmse<=12"``, ``"rmse<12"``: ``>`` and ``<`` are strict."""
     m = _RULE.match(text)
     if not m:
-        raise ValueError(
-            f"cannot read gate threshold {text!r}: write METRIC>=VALUE or METRIC<=VALUE with METRIC one of "
-            f"{', '.join(METRICS)} (e.g. --gate 'r2>=0.8' --gate 'rmse<=15')"
-        )
-    metric, op, value = m.group(1), m.group(2), float(m.group(3))
-    op = ">=" if op in (">=", "=>", ">") else "<="
-    return Threshold(metric, op, value)
+        raise ValueError(f"cannot read gate threshold {text!r}: {_SYNTAX}")
+    metric, op, raw = m.group(1), m.group(2), m.group(3)
+    if metric not in METRICS:
+        raise ValueError(f"gate threshold {text!r}: unknown metric {metric!r}; {_SYNTAX}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"gate threshold {text!r}: {raw!r} is not a number; {_SYNTAX}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"gate threshold {text!r}: the value must be a finite number; {_SYNTAX}")
+    return Threshold(metric, _SPELLINGS.get(op, op), value)
 
 
 def load_gate_file(path: Path) -> list[Threshold]:

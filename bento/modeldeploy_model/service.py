@@ -19,6 +19,9 @@ Metrics (on top of BentoML's ``bentoml_service_request_total`` / ``..._duration_
     modeldeploy_input_feature_zscore{feature, model_name, model_version}  inputs as z-scores
     against the training split, so one bucket layout fits every feature: the basis for drift checks.
 
+A bad request is the client's mistake, answered with a 4xx that says why: the server logs one
+warning line for it (method, path, status, reason) instead of BentoML's traceback per request.
+
 Fault injection for demos and canary tests, off by default, read once at worker start:
     MODELDEPLOY_FAULT_ERROR_RATE  fraction 0..1 of /predict calls answered with HTTP 500
     MODELDEPLOY_FAULT_LATENCY_MS  milliseconds added to every /predict call
@@ -52,6 +55,45 @@ logger = logging.getLogger("modeldeploy_model.service")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
 ZSCORE_BUCKETS = (-4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+# BentoML logs every exception an endpoint raises, a rejected request body too, with its traceback.
+BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
+
+
+def _client_error(exc: BaseException | None) -> tuple[int, str] | None:
+    """(status, reason) when `exc` is a rejected request (4xx), else None."""
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_context=False, include_input=False)
+        if not errors:
+            return 400, exc.title
+        where = ".".join(str(x) for x in errors[0]["loc"])
+        msg = str(errors[0]["msg"]).removeprefix("Value error, ")
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        return 400, f"{where}: {msg}{more}" if where else f"{msg}{more}"
+    if isinstance(exc, BentoMLException) and int(exc.error_code) < 500:
+        return int(exc.error_code), str(exc)
+    return None
+
+
+class OneLineClientErrors(logging.Filter):
+    """Turns BentoML's "Exception on /predict" error + traceback for a 4xx into one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = _client_error(record.exc_info[1] if record.exc_info else None)
+        if found is None:
+            return True
+        status, reason = found
+        path, method = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
+        record.msg, record.args = "bad request %s %s -> %d: %s", (method, path, status, reason[:300])
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(OneLineClientErrors())
 
 # The card of the model this process serves; set once when the service instance starts. Request
 # validation needs the feature names and runs before the service method is called.

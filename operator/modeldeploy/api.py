@@ -509,6 +509,19 @@ class HistoryEntry(_StatusModel):
     time: str = Field(description="RFC 3339 time it ended so.")
 
 
+TIMELINE_KEPT = 30
+TimelineVerdict = Literal["Started", "Pass", "Fail", "Inconclusive", "Error", "Promoted", "RolledBack", "Failed"]
+
+
+class TimelineEntry(_StatusModel):
+    step: int = Field(description="The canary step (1-based) this entry is about.")
+    weight: int = Field(description="Percent of traffic the canary had (as achieved) at that moment.")
+    verdict: TimelineVerdict = Field(
+        description="Started (the canary began), an analysis verdict (Pass, Fail, Inconclusive, Error), or how "
+                    "the canary ended (Promoted, RolledBack, Failed).")
+    time: str = Field(description="RFC 3339 time.")
+
+
 class ModelDeploymentStatus(_StatusModel):
     phase: Phase = Field(default=Phase.PENDING, description="Pending, Progressing, Healthy, Paused, "
                                                             "Degraded, RolledBack or Failed.")
@@ -546,6 +559,10 @@ class ModelDeploymentStatus(_StatusModel):
     last_analysis: list[AnalysisRecord] = Field(default_factory=list, description="Most recent analyses, "
                                                                                   "newest first.")
     history: list[HistoryEntry] = Field(default_factory=list, description="Past revisions, newest first.")
+    timeline: list[TimelineEntry] = Field(
+        default_factory=list, max_length=TIMELINE_KEPT,
+        description=f"The current (or last) canary, oldest first: its start, each analysis verdict with the step "
+                    f"and the traffic share, and how it ended (the last {TIMELINE_KEPT} entries).")
     replicas: int = Field(default=0, description="Pods of the stable Deployment.")
     ready_replicas: int = Field(default=0, description="Ready pods of the stable Deployment.")
     selector: str = Field(default="", description="Label selector of the stable pods (scale subresource).")

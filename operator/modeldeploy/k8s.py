@@ -52,16 +52,21 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+def load_api_client(kubeconfig: str | None = None, pool_size: int = 16, context: str | None = None,
+                    retries: bool | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config).
+
+    An explicit kubeconfig or context always means the kubeconfig, as with kubectl. `retries=False`
+    turns off urllib3's three silent retries (the CLI reports a failure at once instead)."""
     cfg = client.Configuration()
     try:
-        if kubeconfig:
+        if kubeconfig or context:
             raise config.ConfigException("explicit kubeconfig")
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
     cfg.connection_pool_maxsize = pool_size
+    cfg.retries = retries
     return client.ApiClient(cfg)
 
 

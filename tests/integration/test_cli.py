@@ -47,7 +47,7 @@ def test_status_pause_resume_promote(api_client: client.ApiClient, namespace: st
 
 def test_errors_name_the_problem_and_the_fix(namespace: str, kube_env: dict[str, str]) -> None:
     out = cli(kube_env, "status", "nope", "-n", namespace)
-    assert out.returncode == 1 and f"'nope' not found in namespace '{namespace}'" in out.stderr
+    assert out.returncode == 1 and f'modeldeployment "nope" not found in namespace "{namespace}"' in out.stderr
     assert "kubectl get mdep -A" in out.stderr
     env = {k: v for k, v in kube_env.items() if k != "KUBECONFIG"} | {"KUBECONFIG": "/nonexistent/kubeconfig",
                                                                        "HOME": "/nonexistent"}

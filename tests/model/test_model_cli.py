@@ -72,7 +72,7 @@ def test_manifest_exact_fields(tmp_path, capsys):
     out = tmp_path / "md.yaml"
     assert main(["manifest", "--name", "room-price", "--image", "registry.example/room-price:2f1c",
                  "--bento", "room_price:2f1c", "--prometheus", "http://prometheus.monitoring:9090",
-                 "-o", str(out)]) == 0
+                 "--output-file", str(out)]) == 0
     doc = yaml.safe_load(out.read_text())
     assert doc == {
         "apiVersion": "modeldeploy.io/v1alpha1",
@@ -94,6 +94,38 @@ def test_manifest_exact_fields(tmp_path, capsys):
     assert main(["manifest", "--name", "room-price", "--image", "i:1", "--bento", "a:b"]) == 0
     plain = yaml.safe_load(capsys.readouterr().out)
     assert "analysis" not in plain["spec"]["rollout"]
+    assert main(["manifest", "--name", "room-price", "--image", "i:1", "--bento", "a:b", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == plain
+
+
+def test_gate_is_an_alias_of_evaluate_not_a_second_command(capsys):
+    from modeldeploy.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["gate"]).func is parser.parse_args(["evaluate"]).func
+    parser.print_help()
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("    ")]
+    assert listed.count("evaluate") == 1 and "gate" not in listed
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_serve_rejects_a_port_out_of_range_at_parse_time(port, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--artifact", "/nonexistent", "--port", port])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port" in err and "1..65535" in err
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tiny_artifact, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--artifact", str(tiny_artifact), "--port", str(port)]) == 1
+    assert capsys.readouterr().err == f"error: port {port} is in use: pick another with --port\n"
 
 
 def _crd_schema() -> dict:

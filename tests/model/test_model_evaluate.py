@@ -22,18 +22,32 @@ def test_metrics_match_scikit_learn():
 
 
 @pytest.mark.parametrize(("text", "metric", "op", "value"), [
-    ("r2>=0.8", "r2", ">=", 0.8), ("rmse <= 12.5", "rmse", "<=", 12.5), ("mae<3", "mae", "<=", 3.0),
-    ("mse>1e-3", "mse", ">=", 1e-3),
+    ("r2>=0.8", "r2", ">=", 0.8), ("rmse <= 12.5", "rmse", "<=", 12.5), ("mae<3", "mae", "<", 3.0),
+    ("mse>1e-3", "mse", ">", 1e-3), ("r2=>0.5", "r2", ">=", 0.5), ("mae=<2", "mae", "<=", 2.0),
 ])
 def test_parse_threshold(text, metric, op, value):
     t = parse_threshold(text)
     assert (t.metric, t.op, t.value) == (metric, op, value)
 
 
-@pytest.mark.parametrize("text", ["accuracy>=0.9", "r2 == 0.9", "r2>=high", ""])
-def test_bad_threshold_explains_the_syntax(text):
-    with pytest.raises(ValueError, match="METRIC>=VALUE"):
+@pytest.mark.parametrize(("text", "observed", "passes"), [
+    ("r2>0.9", 0.9, False), ("r2>=0.9", 0.9, True), ("r2>0.9", 0.91, True),
+    ("rmse<15", 15.0, False), ("rmse<=15", 15.0, True), ("rmse<15", 14.9, True),
+])
+def test_strict_operators_are_strict(text, observed, passes):
+    t = parse_threshold(text)
+    assert t.passes(observed) is passes
+    assert str(t) == text.replace(t.op, f" {t.op} ")
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("accuracy>=0.9", "unknown metric 'accuracy'"), ("r2 == 0.9", "cannot read"),
+    ("r2>=high", "'high' is not a number"), ("", "cannot read"), ("r2>nan", "finite"), ("r2>>0.9", "is not a number"),
+])
+def test_bad_threshold_explains_the_syntax(text, why):
+    with pytest.raises(ValueError, match="METRIC>=VALUE, METRIC>VALUE, METRIC<=VALUE or METRIC<VALUE") as e:
         parse_threshold(text)
+    assert why in str(e.value)
 
 
 def test_gate_file(tmp_path):

@@ -141,6 +141,23 @@ def test_bad_predict_requests_get_a_useful_4xx(client, case, body, hint):
     assert hint.lower() in r.text.lower(), r.text
 
 
+def test_each_bad_request_logs_one_warning_line_not_a_traceback(server, client):
+    def warnings() -> list[str]:
+        return [ln for ln in server.log_tail(10**7).splitlines() if "bad request POST /predict -> 4" in ln]
+
+    before = len(warnings())
+    for _, body, _ in BAD_REQUESTS:
+        client.post("/predict", content=body, headers={"content-type": "application/json"})
+    deadline = time.monotonic() + 10  # the worker's log reaches the file asynchronously
+    while len(warnings()) < before + len(BAD_REQUESTS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    new = warnings()[before:]
+    assert len(new) == len(BAD_REQUESTS), server.log_tail()
+    assert all("WARNING" in ln for ln in new)
+    assert any("rows: row 0: expected 3 values (area, floor, renovation), got 2" in ln for ln in new), new
+    assert "Traceback" not in server.log_tail(10**7) and "Exception on /predict" not in server.log_tail(10**7)
+
+
 def test_bad_explain_requests_get_a_4xx(client):
     too_many = {"rows": [[1, 2, 3]] * 33}
     r = client.post("/explain", json=too_many)

@@ -593,3 +593,24 @@ def test_wilson_bound() -> None:
 def revision_hash_of(model: dict[str, str]) -> str:
     body = {**BASE, "spec": {**BASE["spec"], "model": model}}
     return revision_of(ModelDeployment.model_validate(body).spec.model).hash
+
+
+def timeline(w: World) -> list[tuple[int, int, str]]:
+    return [(e["step"], e["weight"], e["verdict"]) for e in w.status.get("timeline", [])]
+
+
+def test_the_timeline_records_each_step_s_verdict_and_traffic_and_how_the_canary_ended() -> None:
+    w = World(replicas=4)
+    w.settle()
+    w.set_model(V2)
+    w.step()
+    assert timeline(w) == [(1, 0, "Started")]
+    w.step()  # pods ready: the 10 % step gets 1 pod of 5, 20 % of the traffic
+    w.step(passed(), advance=10)
+    w.step()
+    w.step(failed(0.2), advance=10)
+    assert timeline(w) == [(1, 0, "Started"), (1, 20, "Pass"), (2, 50, "Fail"), (2, 50, "RolledBack")]
+    assert all(e["time"].endswith("Z") for e in w.status["timeline"])
+    w.set_model(V3)  # a new canary starts a new timeline
+    w.step()
+    assert timeline(w) == [(1, 0, "Started")]

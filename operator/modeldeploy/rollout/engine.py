@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from modeldeploy.api import (
+    TIMELINE_KEPT,
     HistoryEntry,
     ManualRequest,
     ModelDeployment,
@@ -45,6 +46,8 @@ from modeldeploy.api import (
     ModelSpec,
     Phase,
     Revision,
+    TimelineEntry,
+    TimelineVerdict,
     parse_duration,
 )
 from modeldeploy.resources.common import revision_hash
@@ -182,6 +185,12 @@ def _next_wake(md: ModelDeployment, status: ModelDeploymentStatus, now: datetime
 def _push_history(status: ModelDeploymentStatus, rev: Revision, result: str, reason: str, now: str,
                   limit: int) -> None:
     status.history = [HistoryEntry(revision=rev, result=result, reason=reason, time=now), *status.history][:limit]
+
+
+def _mark(status: ModelDeploymentStatus, verdict: TimelineVerdict, now: str) -> None:
+    """Append to status.timeline (bounded): the step and the traffic share the canary has now."""
+    entry = TimelineEntry(step=status.current_step, weight=status.canary_weight, verdict=verdict, time=now)
+    status.timeline = [*status.timeline, entry][-TIMELINE_KEPT:]
 
 
 def _reset_canary(status: ModelDeploymentStatus) -> None:
@@ -330,6 +339,8 @@ def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, no
         st.current_step = 1
         st.step_started_at = now_s
         st.last_analysis = []
+        st.timeline = []
+        _mark(st, "Started", now_s)
         notes.append(Note("Normal", "CanaryStarted", f"canary {target.hash} ({target.image}) started at "
                                                      f"{steps[0]}% (steps {steps})"))
         d = Decision(st, stable_model=stable_model, canary_model=target_model, weight=steps[0],
@@ -360,6 +371,7 @@ def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, no
 
     def rollback(reason: str, phase: Phase = Phase.ROLLED_BACK) -> Decision:
         _push_history(st, rev, "Failed" if phase == Phase.FAILED else "RolledBack", reason, now_s, limit)
+        _mark(st, "Failed" if phase == Phase.FAILED else "RolledBack", now_s)
         st.failed_revisions = [rev.hash, *[h for h in st.failed_revisions if h != rev.hash]][:FAILED_REVISIONS_KEPT]
         _reset_canary(st)
         d.canary_model, d.weight, d.route_weight, d.phase, d.rolled_back = None, 0, 0, phase, True
@@ -370,6 +382,7 @@ def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, no
 
     def promote(reason: str) -> Decision:
         _push_history(st, stable_rev, "Superseded", f"promoted {rev.hash}: {reason}", now_s, limit)
+        _mark(st, "Promoted", now_s)
         _reset_canary(st)
         st.stable_model = target_model
         d.stable_model, d.canary_model, d.weight, d.route_weight, d.promoted = target_model, None, 0, 0, True
@@ -419,6 +432,7 @@ def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, no
         st.probe_failures = 0
     if analysis is not None:
         st.last_analysis = [*analysis.records, *st.last_analysis][:ANALYSES_KEPT]
+        _mark(st, analysis.verdict, now_s)
         st.step_ready_at = now_s  # whatever the verdict, the next window starts now
         if analysis.verdict == "Fail":
             st.failed_checks += 1
