@@ -68,7 +68,8 @@ def test_every_block_is_run_or_says_why() -> None:
 
 
 def test_the_marker_parser_sees_unmarked_and_skipped_blocks() -> None:
-    text = "x\n<!-- readme: a -->\n```sh\necho a\n```\n\n```sh\necho b\n```\n<!-- readme: skip: needs X -->\n```sh\nc\n```\n"
+    text = ("x\n<!-- readme: a -->\n```sh\necho a\n```\n\n```sh\necho b\n```\n"
+            "<!-- readme: skip: needs X -->\n```sh\nc\n```\n")
     assert [(n, w, b) for _, n, w, b in shell_blocks(text)] == [("a", None, "echo a"), (None, None, "echo b"),
                                                                (None, "needs X", "c")]
 
