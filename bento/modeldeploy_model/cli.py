@@ -17,7 +17,6 @@ import errno
 import json
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -290,10 +289,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         target = args.bento
     check_port_free(args.host, args.port)
     print(f"serving {target} on http://{args.host}:{args.port} (/predict /explain /metadata /metrics)", flush=True)
-    try:
-        return subprocess.call(serve_command(target, args.host, args.port), env=base_env(extra))
-    except KeyboardInterrupt:
-        return exitcodes.INTERRUPTED
+    # Become the server (exec) rather than wait for a child: `kill PID` of `modeldeploy serve &`, a supervisor's
+    # SIGTERM and Ctrl-C then reach BentoML itself, which stops its workers. A waiting parent died alone and left
+    # the server listening.
+    command = serve_command(target, args.host, args.port)
+    sys.stderr.flush()
+    os.execve(command[0], command, base_env(extra))
 
 
 def port(text: str) -> int:

@@ -229,3 +229,46 @@ def test_demo_artifact_command(tmp_path, capsys):
     assert main(["demo-artifact", "--out", str(tmp_path / "a"), "--version-seed", "3"]) == 0
     assert "room_price:" in capsys.readouterr().out
     assert (tmp_path / "a" / "model.joblib").exists()
+
+
+def test_killing_serve_stops_the_server(tiny_artifact):
+    """`modeldeploy serve ... &` then `kill $!` (the README does this) stops the server, not only a wrapper."""
+    import contextlib
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "modeldeploy.cli", "serve", "--artifact", str(tiny_artifact),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not get ready"
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while True:  # the listener goes away with the process (its workers included)
+            with socket.socket() as c:
+                if c.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+            assert time.monotonic() < deadline, f"port {port} still answers after the serve process was killed"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

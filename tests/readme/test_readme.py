@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -105,14 +106,35 @@ def test_the_readme_runs_as_written(clean_checkout: object, tmp_path: Path) -> N
     (tmp_path / "readme.sh").write_text(script)
     env = {"PATH": SYSTEM_PATH, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
            "PORT": str(_free_port()), "TMPDIR": str(tmp_path)}
-    out = subprocess.run(["bash", "-euo", "pipefail", str(tmp_path / "readme.sh")], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, f"README flow failed:\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
+    # Output to files, not pipes: a server the README forgot to stop must fail the test, not hang it.
+    with open(tmp_path / "stdout", "w") as so, open(tmp_path / "stderr", "w") as se:
+        proc = subprocess.Popen(["bash", "-euo", "pipefail", str(tmp_path / "readme.sh")], cwd=REPO, env=env,
+                                stdout=so, stderr=se, start_new_session=True)
+        try:
+            code = proc.wait(timeout=1200)
+        finally:
+            left = _kill_session(proc.pid)
+    stdout, stderr = (tmp_path / "stdout").read_text(), (tmp_path / "stderr").read_text()
+    assert code == 0, f"README flow failed:\n{stdout[-6000:]}\n{stderr[-6000:]}"
+    assert not left, f"the README's commands left processes running: {left}"
     for name in FLOW:
-        assert f"### readme: {name}" in out.stdout
+        assert f"### readme: {name}" in stdout
     for expected in EXPECTED:
-        assert re.search(expected, out.stdout), f"README flow did not print {expected!r}:\n{out.stdout[-6000:]}"
-    assert "cluster: down" in out.stdout and "LEFT ON THE MACHINE" not in out.stdout
+        assert re.search(expected, stdout), f"README flow did not print {expected!r}:\n{stdout[-6000:]}"
+    assert "cluster: down" in stdout and "LEFT ON THE MACHINE" not in stdout
+
+
+def _kill_session(sid: int) -> list[str]:
+    """Kill what is left of session `sid` (bash and anything it started in the background); return their commands."""
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.getsid(int(proc.name)) == sid:
+                left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            continue
+    return left
 
 
 def test_first_screen_demo() -> None:
