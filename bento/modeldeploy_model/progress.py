@@ -1,0 +1,121 @@
+"""Progress of long work: one line per stage with its duration, bars for training and export.
+
+Why a small object passed down instead of prints: the same stage functions run inside
+``modeldeploy pipeline`` (where a person watches), from the stage commands and from tests and
+library code (where nobody does). The caller decides: :data:`SILENT` (the default of every
+function that takes one) prints nothing; ``Progress()`` writes to stderr, so stdout stays the
+result summary a script can read. Bars are drawn with tqdm only when stderr is a terminal; in a
+CI log they become a few plain lines (about every tenth of the work), never carriage returns.
+
+TensorFlow prints its C++ start-up log (oneDNN notices, CPU feature hints) from the moment it is
+imported, and only an environment variable set *before* the import silences that part; its
+Python side logs through absl and ``logging``. :func:`quiet_tensorflow` does both and is called
+right before every TensorFlow/Keras import of the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+PREFIX = "[pipeline]"
+
+
+def quiet_tensorflow() -> None:
+    """Mute TensorFlow's start-up noise; call before ``import tensorflow`` / ``import keras``.
+
+    A user who exported ``TF_CPP_MIN_LOG_LEVEL`` (e.g. 0 to debug) keeps their setting.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING (oneDNN, CPU features)
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    for name in ("tensorflow", "absl", "tf2onnx", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(tensorflow|keras|tf2onnx)(\..*)?")
+    try:
+        import absl.logging  # present whenever TensorFlow is
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+class Bar:
+    """A progress bar (tqdm on a terminal) or plain lines at about every tenth of ``total``."""
+
+    def __init__(self, progress: Progress, total: int, desc: str) -> None:
+        self._progress = progress
+        self.total = max(int(total), 1)
+        self.desc = desc
+        self.done = 0
+        self._next_line = 0.1
+        self._tqdm: Any = None
+        if progress.enabled and progress.tty:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=self.total, desc=f"{PREFIX} {desc}", file=progress.stream, leave=False,
+                              dynamic_ncols=True)
+
+    def update(self, n: int = 1, info: str = "") -> None:
+        self.done = min(self.done + n, self.total)
+        if not self._progress.enabled:
+            return
+        if self._tqdm is not None:
+            if info:
+                self._tqdm.set_postfix_str(info, refresh=False)
+            self._tqdm.update(n)
+        elif self.done / self.total >= self._next_line - 1e-9 or self.done == self.total:
+            while self._next_line <= self.done / self.total + 1e-9:
+                self._next_line += 0.1
+            self._progress.line(f"{self.desc} {self.done}/{self.total}" + (f" ({info})" if info else ""))
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+            self._tqdm = None
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Progress:
+    """Where progress goes: ``enabled=False`` is silence, else lines (and bars on a TTY) on ``stream``."""
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.timings: dict[str, float] = {}
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            print(f"{PREFIX} {text}", file=self.stream, flush=True)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """``[pipeline] NAME: start`` ... ``[pipeline] NAME: done in 1.2 s`` (or ``failed after``)."""
+        self.line(f"{name}: start")
+        t0 = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.timings[name] = time.perf_counter() - t0
+            self.line(f"{name}: failed after {self.timings[name]:.1f} s")
+            raise
+        self.timings[name] = time.perf_counter() - t0
+        self.line(f"{name}: done in {self.timings[name]:.1f} s")
+
+    def bar(self, total: int, desc: str) -> Bar:
+        return Bar(self, total, desc)
+
+
+SILENT = Progress(enabled=False)
