@@ -233,9 +233,8 @@ def cmd_package(args: argparse.Namespace) -> int:
 @_guard
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from modeldeploy_model.pipeline import PipelineConfig, run_pipeline
-    from modeldeploy_model.train import parse_kinds
-
     from modeldeploy_model.progress import Progress
+    from modeldeploy_model.train import parse_kinds
 
     cfg = PipelineConfig(
         workdir=args.workdir, dataset=args.dataset, n_samples=args.samples, seed=args.seed,
@@ -277,7 +276,7 @@ def _print_report_path(workdir: Path, wanted: bool) -> None:
     from modeldeploy_model.report import INDEX, REPORT_DIR
 
     if wanted and (workdir / REPORT_DIR / INDEX).is_file():
-        print(f"report: {workdir / REPORT_DIR / INDEX}  (figures beside it; rebuild: modeldeploy report --workdir {workdir})")
+        print(f"report: {workdir / REPORT_DIR / INDEX}  (rebuild: modeldeploy report --workdir {workdir})")
 
 
 @_guard

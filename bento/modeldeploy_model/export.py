@@ -12,6 +12,7 @@ since that dominates serving latency at the concurrency we run.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import statistics
 import tempfile
@@ -25,7 +26,7 @@ import numpy as np
 
 from modeldeploy_model import config, runtime
 from modeldeploy_model.evaluate import regression_metrics
-from modeldeploy_model.progress import SILENT, Bar, Progress, quiet_tensorflow
+from modeldeploy_model.progress import SILENT, Bar, Progress, quiet_tensorflow, root_logging_at
 from modeldeploy_model.train import TrainedModel
 
 ONNX_OPSET = 17
@@ -113,7 +114,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
             f"no int8-quantizable operators in this model (it uses {', '.join(sorted(ops))}); "
             "dynamic quantization applies to MatMul/Gemm, i.e. the mlp and keras kinds"
         )
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    # onnxruntime logs a generic "consider pre-processing" hint on the root logger on every call.
+    with root_logging_at(logging.ERROR):
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
 def parity(name: str, original: np.ndarray, candidate: np.ndarray, y_true: np.ndarray,

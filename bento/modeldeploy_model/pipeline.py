@@ -63,6 +63,11 @@ def record(workdir: Path, stage: str, result: dict[str, Any]) -> Path:
     return path
 
 
+def _save_arrays(workdir: Path, name: str, arrays: dict[str, Any]) -> None:
+    """Arrays the report draws, beside the JSON records (see :mod:`modeldeploy_model.report`)."""
+    np.savez(_results_dir(workdir) / name, **arrays)
+
+
 def read_record(workdir: Path, stage: str, hint: str) -> dict[str, Any]:
     path = workdir / "results" / f"{stage}.json"
     if not path.is_file():
@@ -178,7 +183,7 @@ def stage_evaluate(workdir: Path, thresholds: list[Threshold] | None = None,
             "val": regression_metrics(sp.y_val, tm.predict(sp.X_val)),
             "test": regression_metrics(sp.y_test, test_predictions[m["kind"]]),
         }
-    np.savez(_results_dir(workdir) / PREDICTIONS_FILE, y_test=sp.y_test, **test_predictions)
+    _save_arrays(workdir, PREDICTIONS_FILE, {"y_test": sp.y_test, **test_predictions})
     best = select_best(scores, selection_metric)
     gate = apply_gate(scores[best]["test"], thresholds or [])
     res = EvaluateResult(scores, selection_metric, best, gate)
@@ -222,7 +227,7 @@ def stage_export(workdir: Path, quantize: bool = True, tolerance_abs: float | No
     shutil.copy2(workdir / "models" / kind / native_file, staging / native_file)
     result = accelerate(tm, sp.X_test, sp.y_test, staging, quantize=quantize, tolerance_abs=tolerance_abs,
                         progress=progress)
-    np.savez(_results_dir(workdir) / EXPORT_PREDICTIONS_FILE, y_test=sp.y_test, **result.predictions)
+    _save_arrays(workdir, EXPORT_PREDICTIONS_FILE, {"y_test": sp.y_test, **result.predictions})
     rng = np.random.default_rng(0)
     bg = sp.X_train[rng.choice(len(sp.X_train), size=min(100, len(sp.X_train)), replace=False)]
     np.save(staging / runtime.BACKGROUND_FILE, bg)
@@ -286,8 +291,8 @@ def stage_explain(workdir: Path, rows: int = 50) -> ExplainResult:
     total = np.asarray(att.base_values) + np.asarray(att.values).sum(axis=1)
     add_err = float(np.max(np.abs(total - np.asarray(att.predictions))))
     res = ExplainResult(att.explainer, len(att.values), global_importance(att), add_err)
-    np.savez(_results_dir(workdir) / SHAP_FILE, rows=sp.X_test[:rows], values=np.asarray(att.values),
-             feature_names=np.asarray(att.feature_names))
+    _save_arrays(workdir, SHAP_FILE, {"rows": sp.X_test[:rows], "values": np.asarray(att.values),
+                                      "feature_names": np.asarray(att.feature_names)})
     card["explain"] = res.to_dict()
     (art / runtime.CARD_FILE).write_text(json.dumps(card, indent=2, default=float))
     record(workdir, "explain", res.to_dict())
@@ -334,7 +339,7 @@ def stage_report(workdir: Path, timings: dict[str, float] | None = None) -> Path
     from modeldeploy_model.report import build_report
 
     if timings is not None:
-        record(workdir, "timings", {k: round(v, 3) for k, v in timings.items()})
+        record(workdir, "timings", {"stages": [[k, round(v, 3)] for k, v in timings.items()]})  # in run order
     return build_report(workdir)
 
 

@@ -7,17 +7,23 @@ function that takes one) prints nothing; ``Progress()`` writes to stderr, so std
 result summary a script can read. Bars are drawn with tqdm only when stderr is a terminal; in a
 CI log they become a few plain lines (about every tenth of the work), never carriage returns.
 
-TensorFlow prints its C++ start-up log (oneDNN notices, CPU feature hints) from the moment it is
-imported, and only an environment variable set *before* the import silences that part; its
-Python side logs through absl and ``logging``. :func:`quiet_tensorflow` does both and is called
-right before every TensorFlow/Keras import of the pipeline.
+TensorFlow prints its C++ start-up log (oneDNN notices, CPU feature hints) while it is imported.
+Since TensorFlow 2.18 that goes through absl *before* absl's logging is initialised, straight to
+file descriptor 2, and ``TF_CPP_MIN_LOG_LEVEL`` no longer holds it back; so
+:func:`quiet_tensorflow` imports TensorFlow itself with fd 2 pointed at a temporary file, drops
+what it said if the import worked and replays it if the import failed (the reason must not be
+lost). Its Python side logs through absl and ``logging``, turned down to errors. It is called
+right before every TensorFlow/Keras import of the pipeline; a user who set
+``TF_CPP_MIN_LOG_LEVEL`` below 2 (to debug) gets the log.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -30,10 +36,11 @@ PREFIX = "[pipeline]"
 def quiet_tensorflow() -> None:
     """Mute TensorFlow's start-up noise; call before ``import tensorflow`` / ``import keras``.
 
-    A user who exported ``TF_CPP_MIN_LOG_LEVEL`` (e.g. 0 to debug) keeps their setting.
+    A user who exported ``TF_CPP_MIN_LOG_LEVEL`` (e.g. 0 to debug) keeps their setting and the log.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING (oneDNN, CPU features)
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING after absl is initialised
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] >= "2" and "tensorflow" not in sys.modules:
+        _import_without_stderr("tensorflow")
     for name in ("tensorflow", "absl", "tf2onnx", "keras"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"(tensorflow|keras|tf2onnx)(\..*)?")
@@ -43,6 +50,36 @@ def quiet_tensorflow() -> None:
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:
         pass
+
+
+def _import_without_stderr(module: str) -> None:
+    """Import ``module`` with fd 2 captured; replay the capture if the import fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            os.write(2, capture.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextmanager
+def root_logging_at(level: int) -> Iterator[None]:
+    """Hold the root logger at ``level`` (libraries that log through ``logging.warning()`` directly)."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 class Bar:

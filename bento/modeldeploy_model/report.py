@@ -120,7 +120,8 @@ def fig_onnx_parity(preds: dict[str, np.ndarray], native: str) -> Any:
         diff = float(np.max(np.abs(preds[rt] - preds[native])))
         ax.scatter(preds[native], preds[rt], s=12, alpha=0.6, color="tab:green", edgecolors="none")
         _identity_line(ax, preds[native], preds[rt])
-        ax.set(xlabel=f"{native} prediction", ylabel=f"{rt} prediction", title=f"{rt} vs {native}: max |diff| {diff:.3g}")
+        ax.set(xlabel=f"{native} prediction", ylabel=f"{rt} prediction",
+               title=f"{rt} vs {native}: max |diff| {diff:.3g}")
     return fig
 
 
@@ -183,7 +184,7 @@ def _export_section(ex: dict[str, Any]) -> str:
             for p in ex["parity"]]
     out = _table(["runtime", "max |diff| vs native", "tolerance", "RMSE change", "parity"], rows,
                  numeric=(1, 2, 3)) if rows else ""
-    lat = [[html.escape(x["runtime"]), f"{x['row_p50_ms']:.3f}", f"{x['row_p99_ms']:.3f}", f"{x['batch256_p50_ms']:.3f}"]
+    lat = [[html.escape(x["runtime"])] + [f"{x[k]:.3f}" for k in ("row_p50_ms", "row_p99_ms", "batch256_p50_ms")]
            for x in ex["latency"]]
     out += _table(["runtime", "1 row p50 ms", "1 row p99 ms", "256 rows p50 ms"], lat, numeric=(1, 2, 3))
     for rt, err in ex["errors"].items():
@@ -192,7 +193,8 @@ def _export_section(ex: dict[str, Any]) -> str:
 
 
 def _img(name: str, alt: str) -> str:
-    return f'<figure><img src="{html.escape(name)}" alt="{html.escape(alt)}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    alt = html.escape(alt)
+    return f'<figure><img src="{html.escape(name)}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
 
 
 class _Page:
@@ -230,14 +232,16 @@ def build_report(workdir: Path) -> Path:
         y, p = preds["y_test"], preds[kind]
         page.section("Predicted vs actual", page.figure("predicted_vs_actual.png", f"predicted vs actual ({kind})",
                                                         lambda: fig_predicted_vs_actual(y, p, kind)))
-        page.section("Residuals", page.figure("residuals.png", f"residuals ({kind})", lambda: fig_residuals(y, p, kind)))
+        page.section("Residuals", page.figure("residuals.png", f"residuals ({kind})",
+                                              lambda: fig_residuals(y, p, kind)))
     page.section("Models (selected by validation " + ev["selection_metric"] + ")", _scores_section(ev))
     page.section("Quality gate", _gate_section(ev))
     page.section("SHAP summary", _shap_body(workdir, page))
     page.section("ONNX parity", _parity_body(workdir, page))
     timings = _json(workdir, "timings")
     if timings:
-        page.section("Stages", _table(["stage", "seconds"], [[html.escape(k), f"{v:.1f}"] for k, v in timings.items()]))
+        rows = [[html.escape(k), f"{v:.1f}"] for k, v in timings["stages"]]
+        page.section("Stages", _table(["stage", "seconds"], rows))
     path = out / INDEX
     path.write_text(_html(workdir, ev, page))
     return path
@@ -249,10 +253,11 @@ def _shap_body(workdir: Path, page: _Page) -> str:
     if shap is None or explain is None:
         return _missing("SHAP values", f"modeldeploy explain --workdir {workdir}")
     names = [str(n) for n in shap["feature_names"]]
-    body = page.figure("shap_summary.png", "SHAP summary", lambda: fig_shap_summary(shap["rows"], shap["values"], names))
+    body = page.figure("shap_summary.png", "SHAP summary",
+                       lambda: fig_shap_summary(shap["rows"], shap["values"], names))
     imp = [[html.escape(k), f"{v:.4g}"] for k, v in explain["importance"].items()]
-    return body + f"<p>{html.escape(explain['explainer'])}, additivity error {explain['max_additivity_error']:.2g}</p>" \
-        + _table(["feature", "mean |SHAP|"], imp)
+    note = f"{html.escape(explain['explainer'])}, additivity error {explain['max_additivity_error']:.2g}"
+    return f"{body}<p>{note}</p>" + _table(["feature", "mean |SHAP|"], imp)
 
 
 def _parity_body(workdir: Path, page: _Page) -> str:

@@ -152,7 +152,7 @@ def train_sklearn(kind: str, split: Split, opts: TrainOptions, progress: Progres
 
 
 def _epoch_callback(keras: Any, bar: Any) -> Any:
-    class EpochBar(keras.callbacks.Callback):  # type: ignore[misc]
+    class EpochBar(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
             bar.update(1, ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k in ("loss", "val_loss")))

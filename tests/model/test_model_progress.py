@@ -65,7 +65,9 @@ def test_bar_is_tqdm_on_a_terminal_and_tenths_otherwise():
         with Progress(stream=stream).bar(40, "train keras: epoch") as bar:
             for _ in range(40):
                 bar.update(1, "loss 1.0")
-    assert "\r" in term.getvalue() and "40/40" in term.getvalue()  # tqdm redraws one line
+    drawn = term.getvalue()
+    assert "\r" in drawn and "/40 [" in drawn and "epoch 4/40" not in drawn  # tqdm redraws one line
+    assert drawn.endswith("\r")  # and clears it when done: the stage's "done" line follows
     plain = log.getvalue().splitlines()
     assert "\r" not in log.getvalue()
     assert plain == [f"[pipeline] train keras: epoch {n}/40 (loss 1.0)" for n in range(4, 41, 4)]
