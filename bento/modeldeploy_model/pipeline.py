@@ -343,11 +343,14 @@ def stage_report(workdir: Path, timings: dict[str, float] | None = None) -> Path
     return build_report(workdir)
 
 
-def run_pipeline(cfg: PipelineConfig, progress: Progress = SILENT) -> PipelineResult:
+def run_pipeline(cfg: PipelineConfig, progress: Progress | None = None) -> PipelineResult:
     """All stages in order; raises GateFailed when the selected model misses a threshold.
 
     A failed gate still gets its report (the figures show why), then the exception propagates.
+    ``progress`` (default: silent) also times the stages for the report, so each run starts its own.
     """
+    progress = progress or Progress(enabled=False)
+    progress.timings.clear()
     w = cfg.workdir
     with progress.stage("data"):
         d = stage_data(w, cfg.dataset, cfg.n_samples, cfg.seed)

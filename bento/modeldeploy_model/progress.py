@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -95,8 +96,10 @@ class Bar:
         if progress.enabled and progress.tty:
             from tqdm import tqdm
 
+            # tqdm draws nothing on a terminal that reports no size (0x0, e.g. a bare pty): fall back.
+            size = shutil.get_terminal_size((100, 24))
             self._tqdm = tqdm(total=self.total, desc=f"{PREFIX} {desc}", file=progress.stream, leave=False,
-                              dynamic_ncols=True)
+                              ncols=min(size.columns, 120), nrows=max(size.lines, 2))
 
     def update(self, n: int = 1, info: str = "") -> None:
         self.done = min(self.done + n, self.total)

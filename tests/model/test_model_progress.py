@@ -54,23 +54,58 @@ def test_quiet_prints_no_progress(tmp_path, capsys):
     assert "quality gate" in out and "serving runtime" in out
 
 
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+BAR_ON_A_TERMINAL = """
+import time
+from modeldeploy_model.progress import Progress
+p = Progress()
+with p.bar(20, "train keras: epoch") as bar:
+    for _ in range(20):
+        time.sleep(0.02)
+        bar.update(1, "loss 1.0")
+p.line("after")
+"""
+
+
+def _run_on_a_pty(code: str, timeout: float = 60) -> str:
+    """Run ``code`` with stderr on a fresh pseudo-terminal (size 0x0, as a bare pty has); return what it drew."""
+    import select
+    import time
+
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "bento")])}
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=slave, env=env)
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed its end
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.kill()
+        proc.wait(timeout=10)
+    return out.decode(errors="replace")
 
 
 def test_bar_is_tqdm_on_a_terminal_and_tenths_otherwise():
-    term, log = _Terminal(), io.StringIO()
-    for stream in (term, log):
-        with Progress(stream=stream).bar(40, "train keras: epoch") as bar:
-            for _ in range(40):
-                bar.update(1, "loss 1.0")
-    drawn = term.getvalue()
-    assert "\r" in drawn and "/40 [" in drawn and "epoch 4/40" not in drawn  # tqdm redraws one line
-    assert drawn.endswith("\r")  # and clears it when done: the stage's "done" line follows
-    plain = log.getvalue().splitlines()
+    drawn = _run_on_a_pty(BAR_ON_A_TERMINAL)
+    assert "[pipeline] train keras: epoch: 100%" in drawn and "20/20" in drawn and "loss 1.0" in drawn  # tqdm
+    assert "epoch 4/20" not in drawn  # no plain lines on a terminal
+    assert drawn.rstrip().endswith("\r[pipeline] after")  # the bar is cleared, the next line starts clean
+    log = io.StringIO()
+    with Progress(stream=log).bar(40, "train keras: epoch") as bar:
+        for _ in range(40):
+            bar.update(1, "loss 1.0")
     assert "\r" not in log.getvalue()
-    assert plain == [f"[pipeline] train keras: epoch {n}/40 (loss 1.0)" for n in range(4, 41, 4)]
+    assert log.getvalue().splitlines() == [f"[pipeline] train keras: epoch {n}/40 (loss 1.0)" for n in range(4, 41, 4)]
     silent = io.StringIO()
     with Progress(enabled=False, stream=silent).stage("x"), Progress(enabled=False, stream=silent).bar(5, "y") as b:
         b.update(5)
