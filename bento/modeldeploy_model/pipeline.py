@@ -146,6 +146,7 @@ def stage_train(workdir: Path, kinds: tuple[str, ...] = ("ridge", "forest"),
     models = []
     for kind in kinds:
         tm = train_model(kind, sp, opts, progress)
+        progress.line(f"train: {kind} fitted in {tm.train_seconds:.1f} s")
         tm.save(workdir / "models" / kind)
         models.append({"kind": kind, "family": tm.family, "train_seconds": round(tm.train_seconds, 4),
                        "path": str(workdir / "models" / kind)})

@@ -40,6 +40,9 @@ def test_each_stage_starts_and_ends_in_order_with_its_duration(tmp_path, capsys)
     assert forest and lines.index("[pipeline] train: start") < forest[0] < forest[-1] < next(
         i for i, line in enumerate(lines) if line.startswith("[pipeline] train: done"))
     assert lines[forest[-1]] == "[pipeline] train forest: trees 60/60"
+    fitted = [re.sub(r"\d+\.\d", "N", line) for line in lines if " fitted in " in line]
+    assert fitted == ["[pipeline] train: ridge fitted in N s", "[pipeline] train: forest fitted in N s"]
+    assert next(i for i, line in enumerate(lines) if "forest fitted" in line) > forest[-1]  # after its bar
     assert 3 <= len(forest) <= 11  # about every tenth, not a line per tree
     assert any(line.startswith("[pipeline] export: step 5/5") for line in lines)  # export's bar (int8 too)
     assert "report: " in out and "[pipeline]" not in out  # progress on stderr, the summary on stdout
