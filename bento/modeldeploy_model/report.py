@@ -40,14 +40,27 @@ class ReportError(ValueError):
 # --- inputs ------------------------------------------------------------------------------------
 
 
+# Written after the evaluation: one older than results/evaluate.json is from an earlier run (say
+# the gate passed then and failed now) and must not be shown as this model's.
+_AFTER_EVALUATE = {"export.json", "explain.json", "timings.json", EXPORT_PREDICTIONS_FILE, SHAP_FILE}
+
+
+def _fresh(workdir: Path, path: Path) -> bool:
+    if not path.is_file():
+        return False
+    evaluated = workdir / "results" / "evaluate.json"
+    return (path.name not in _AFTER_EVALUATE or not evaluated.is_file()
+            or path.stat().st_mtime_ns >= evaluated.stat().st_mtime_ns)
+
+
 def _json(workdir: Path, stage: str) -> dict[str, Any] | None:
     path = workdir / "results" / f"{stage}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text()) if _fresh(workdir, path) else None
 
 
 def _arrays(workdir: Path, name: str) -> dict[str, np.ndarray] | None:
     path = workdir / "results" / name
-    if not path.is_file():
+    if not _fresh(workdir, path):
         return None
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
