@@ -17,6 +17,8 @@ APT_PACKAGES+=(containernetworking-plugins iptables conntrack iproute2 util-linu
 # The kind tier (hack/localdocker.py, hack/kindnode.py): Debian's Docker engine (20.10), started by hand only
 # when no engine runs; the node image is assembled from debootstrap (above) and our binaries.
 APT_PACKAGES+=(docker.io)
+# The pipeline report's rendered-page test (tests/model/test_model_report.py) opens it in headless Chromium.
+APT_PACKAGES+=(chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -100,6 +100,18 @@ def _add_package(p: argparse.ArgumentParser) -> None:
                    help="the Bento image's base (default: $MODELDEPLOY_BASE_IMAGE, else BentoML's python:3.11-slim)")
 
 
+def _add_progress_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no stage lines or progress bars on stderr (the summary on stdout stays)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report (WORKDIR/report/index.html)")
+
+
+def _register_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="(re)build the HTML report with figures from a pipeline's work directory")
+    _add_workdir(p)
+    p.set_defaults(func=cmd_report)
+
+
 def _thresholds(args: argparse.Namespace) -> list[Any]:
     from modeldeploy_model.evaluate import load_gate_file, parse_threshold
 
@@ -225,17 +237,18 @@ def cmd_package(args: argparse.Namespace) -> int:
 @_guard
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from modeldeploy_model.pipeline import PipelineConfig, run_pipeline
+    from modeldeploy_model.progress import Progress
     from modeldeploy_model.train import parse_kinds
 
     cfg = PipelineConfig(
         workdir=args.workdir, dataset=args.dataset, n_samples=args.samples, seed=args.seed,
         kinds=parse_kinds(args.models), train=_train_options(args), thresholds=_thresholds(args),
         selection_metric=args.select_by, quantize=not args.no_quantize, tolerance_abs=args.tolerance,
-        explain=True, package=not args.no_package, build=not args.no_build, name=args.name,
-        base_image=args.base_image,
+        explain=True, report=not args.no_report, package=not args.no_package, build=not args.no_build,
+        name=args.name, base_image=args.base_image,
     )
     try:
-        res = run_pipeline(cfg)
+        res = run_pipeline(cfg, Progress(enabled=not args.quiet))
     except Exception as exc:
         from modeldeploy_model.evaluate import GateFailed
         from modeldeploy_model.pipeline import read_record
@@ -243,6 +256,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         if isinstance(exc, GateFailed):
             rec = read_record(args.workdir, "evaluate", "modeldeploy pipeline")
             _print_scores(rec["scores"], rec["selected"])
+            _print_report_path(args.workdir, cfg.report)
         raise
     d = res.data
     print(f"data: {d.dataset}, {d.n_train}/{d.n_val}/{d.n_test} rows train/val/test, {d.data_hash[:23]}...")
@@ -258,6 +272,22 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         if res.package.bento_tag:
             print(f"bento: {res.package.bento_tag}  (serve: modeldeploy serve --bento {res.package.bento_tag})")
     print(f"records: {args.workdir / 'results'}")
+    _print_report_path(args.workdir, cfg.report)
+    return 0
+
+
+def _print_report_path(workdir: Path, wanted: bool) -> None:
+    from modeldeploy_model.report import INDEX, REPORT_DIR
+
+    if wanted and (workdir / REPORT_DIR / INDEX).is_file():
+        print(f"report: {workdir / REPORT_DIR / INDEX}  (rebuild: modeldeploy report --workdir {workdir})")
+
+
+@_guard
+def cmd_report(args: argparse.Namespace) -> int:
+    from modeldeploy_model.pipeline import stage_report
+
+    print(f"report: {stage_report(args.workdir)}")
     return 0
 
 
@@ -402,7 +432,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_export(p)
     _add_package(p)
     p.add_argument("--no-package", action="store_true", help="stop after explain (no BentoML store or build)")
+    _add_progress_report(p)
     p.set_defaults(func=cmd_pipeline)
+    _register_report(sub)
 
     p = sub.add_parser("serve", help="serve an artifact or a Bento with `bentoml serve` (foreground)")
     p.add_argument("--artifact", type=Path, help="pipeline artifact directory (e.g. WORKDIR/artifact)")

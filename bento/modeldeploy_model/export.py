@@ -12,7 +12,7 @@ since that dominates serving latency at the concurrency we run.
 
 from __future__ import annotations
 
-import os
+import logging
 import shutil
 import statistics
 import tempfile
@@ -26,6 +26,7 @@ import numpy as np
 
 from modeldeploy_model import config, runtime
 from modeldeploy_model.evaluate import regression_metrics
+from modeldeploy_model.progress import SILENT, Bar, Progress, quiet_tensorflow, root_logging_at
 from modeldeploy_model.train import TrainedModel
 
 ONNX_OPSET = 17
@@ -59,9 +60,14 @@ class ExportResult:
     parity: list[ParityResult] = field(default_factory=list)
     latency: list[LatencyResult] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    # Test-split predictions per runtime (the native model's too), kept for the report's parity
+    # figure: a candidate that failed parity is deleted, its predictions are the only trace left.
+    predictions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"chosen_runtime": self.chosen_runtime, "candidates": list(self.candidates),
+                "parity": [asdict(p) for p in self.parity], "latency": [asdict(lat) for lat in self.latency],
+                "errors": dict(self.errors)}
 
 
 def export_sklearn_onnx(model: Any, n_features: int, path: Path) -> None:
@@ -74,7 +80,7 @@ def export_sklearn_onnx(model: Any, n_features: int, path: Path) -> None:
 
 
 def export_keras_onnx(model: Any, n_features: int, path: Path) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     import tensorflow as tf
     import tf2onnx
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -108,7 +114,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
             f"no int8-quantizable operators in this model (it uses {', '.join(sorted(ops))}); "
             "dynamic quantization applies to MatMul/Gemm, i.e. the mlp and keras kinds"
         )
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    # onnxruntime logs a generic "consider pre-processing" hint on the root logger on every call.
+    with root_logging_at(logging.ERROR):
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
 def parity(name: str, original: np.ndarray, candidate: np.ndarray, y_true: np.ndarray,
@@ -154,7 +162,8 @@ def _short(exc: Exception, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
-def export_candidates(model: TrainedModel, n_features: int, out_dir: Path, quantize: bool = True) -> dict[str, str]:
+def export_candidates(model: TrainedModel, n_features: int, out_dir: Path, quantize: bool = True,
+                      bar: Bar | None = None) -> dict[str, str]:
     """Write ONNX (and int8) files into ``out_dir``; return errors per candidate that failed."""
     errors: dict[str, str] = {}
     onnx_path = out_dir / runtime.ONNX_FILE
@@ -166,6 +175,9 @@ def export_candidates(model: TrainedModel, n_features: int, out_dir: Path, quant
     except Exception as exc:  # converter gaps are reported, not fatal: the native model still ships
         errors["onnx"] = _short(exc)
         return errors
+    finally:
+        if bar is not None:
+            bar.update(1, "onnx exported")
     if quantize:
         try:
             quantize_int8(onnx_path, out_dir / runtime.ONNX_INT8_FILE)
@@ -173,12 +185,15 @@ def export_candidates(model: TrainedModel, n_features: int, out_dir: Path, quant
             errors["onnx-int8"] = str(exc)
         except Exception as exc:
             errors["onnx-int8"] = _short(exc)
+        if bar is not None:
+            bar.update(1, "int8 quantized" if "onnx-int8" not in errors else "int8 skipped")
     return errors
 
 
 def accelerate(model: TrainedModel, X_test: np.ndarray, y_test: np.ndarray, out_dir: Path, quantize: bool = True,
                tolerance_abs: float | None = None,
-               tolerance_rmse_relative: float = config.PARITY_MAX_RMSE_RELATIVE_DELTA) -> ExportResult:
+               tolerance_rmse_relative: float = config.PARITY_MAX_RMSE_RELATIVE_DELTA,
+               progress: Progress = SILENT) -> ExportResult:
     """Export candidates next to the native model in ``out_dir``, check parity, time them, choose.
 
     Candidates that fail parity are deleted from ``out_dir`` so they can never be served.
@@ -186,25 +201,38 @@ def accelerate(model: TrainedModel, X_test: np.ndarray, y_test: np.ndarray, out_
     native = model.framework
     if tolerance_abs is None:
         tolerance_abs = config.PARITY_MAX_ABS_FRACTION_OF_STD * float(np.std(y_test) or 1.0)
-    errors = export_candidates(model, X_test.shape[1], out_dir, quantize=quantize)
-    original = model.predict(X_test)
-    result = ExportResult(chosen_runtime=native, candidates=[native], errors=errors)
-    result.latency.append(measure_latency(native, model.predict, X_test))
-    for rt in ("onnx", "onnx-int8"):
-        path = out_dir / runtime.RUNTIME_FILES[rt]
-        if not path.exists():
-            continue
-        pred = runtime.OnnxPredictor(path, runtime=rt)
-        par = parity(rt, original, pred.predict(X_test), y_test, tolerance_abs, tolerance_rmse_relative)
-        result.parity.append(par)
-        if not par.passed:
-            path.unlink()
-            continue
-        result.candidates.append(rt)
-        result.latency.append(measure_latency(rt, pred.predict, X_test))
+    # steps: onnx export, int8 quantization, then parity + latency per runtime (native, onnx, int8)
+    with progress.bar(2 * (1 + int(quantize)) + 1, "export: step") as bar:
+        errors = export_candidates(model, X_test.shape[1], out_dir, quantize=quantize, bar=bar)
+        original = model.predict(X_test)
+        result = ExportResult(chosen_runtime=native, candidates=[native], errors=errors,
+                              predictions={native: original})
+        result.latency.append(measure_latency(native, model.predict, X_test))
+        bar.update(1, f"{native} timed")
+        for rt in ("onnx", "onnx-int8")[: 1 + int(quantize)]:
+            _check_candidate(rt, out_dir, X_test, y_test, tolerance_abs, tolerance_rmse_relative, result)
+            bar.update(1, f"{rt} checked")
     passing = [lat for lat in result.latency if lat.runtime in result.candidates]
     result.chosen_runtime = min(passing, key=lambda lat: lat.row_p50_ms).runtime
     return result
+
+
+def _check_candidate(rt: str, out_dir: Path, X_test: np.ndarray, y_test: np.ndarray, tolerance_abs: float,
+                     tolerance_rmse_relative: float, result: ExportResult) -> None:
+    """Parity of one exported runtime against the native predictions; time it if it passes, else delete it."""
+    path = out_dir / runtime.RUNTIME_FILES[rt]
+    if not path.exists():
+        return
+    pred = runtime.OnnxPredictor(path, runtime=rt)
+    result.predictions[rt] = pred.predict(X_test)
+    par = parity(rt, result.predictions[result.candidates[0]], result.predictions[rt], y_test, tolerance_abs,
+                 tolerance_rmse_relative)
+    result.parity.append(par)
+    if not par.passed:
+        path.unlink()
+        return
+    result.candidates.append(rt)
+    result.latency.append(measure_latency(rt, pred.predict, X_test))
 
 
 def copy_tree(src: Path, dst: Path) -> None:

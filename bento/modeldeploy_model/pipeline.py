@@ -9,6 +9,12 @@ served artifact is ``WORKDIR/artifact/`` (layout in :mod:`modeldeploy_model.runt
     WORKDIR/models/<kind>/         every trained model (train stage)
     WORKDIR/artifact/              the selected model + exports + card.json (export/explain stages)
     WORKDIR/results/<stage>.json   what each stage decided, with numbers
+    WORKDIR/results/*.npz          test-split predictions and SHAP values, for the report
+    WORKDIR/report/index.html      the report: figures (PNG beside it) and tables (report stage)
+
+``run_pipeline`` announces each stage on stderr as it starts and ends (``[pipeline] train: start``,
+``[pipeline] train: done in 4.2 s``) through a :class:`~modeldeploy_model.progress.Progress`;
+the stage functions are silent unless given one.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from modeldeploy_model.evaluate import (
     select_best,
 )
 from modeldeploy_model.export import ExportResult, accelerate
+from modeldeploy_model.progress import SILENT, Progress
+from modeldeploy_model.report import EXPORT_PREDICTIONS_FILE, PREDICTIONS_FILE, SHAP_FILE
 from modeldeploy_model.train import TrainedModel, TrainOptions, train_model
 
 
@@ -53,6 +61,11 @@ def record(workdir: Path, stage: str, result: dict[str, Any]) -> Path:
     path = _results_dir(workdir) / f"{stage}.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
     return path
+
+
+def _save_arrays(workdir: Path, name: str, arrays: dict[str, Any]) -> None:
+    """Arrays the report draws, beside the JSON records (see :mod:`modeldeploy_model.report`)."""
+    np.savez(_results_dir(workdir) / name, **arrays)
 
 
 def read_record(workdir: Path, stage: str, hint: str) -> dict[str, Any]:
@@ -127,12 +140,13 @@ class TrainResult:
 
 
 def stage_train(workdir: Path, kinds: tuple[str, ...] = ("ridge", "forest"),
-                opts: TrainOptions | None = None) -> TrainResult:
+                opts: TrainOptions | None = None, progress: Progress = SILENT) -> TrainResult:
     opts = opts or TrainOptions()
     sp = load_split(workdir)
     models = []
     for kind in kinds:
-        tm = train_model(kind, sp, opts)
+        tm = train_model(kind, sp, opts, progress)
+        progress.line(f"train: {kind} fitted in {tm.train_seconds:.1f} s")
         tm.save(workdir / "models" / kind)
         models.append({"kind": kind, "family": tm.family, "train_seconds": round(tm.train_seconds, 4),
                        "path": str(workdir / "models" / kind)})
@@ -162,12 +176,15 @@ def stage_evaluate(workdir: Path, thresholds: list[Threshold] | None = None,
     sp = load_split(workdir)
     train_rec = read_record(workdir, "train", f"modeldeploy train --workdir {workdir}")
     scores: dict[str, dict[str, dict[str, float]]] = {}
+    test_predictions: dict[str, np.ndarray] = {}
     for m in train_rec["models"]:
         tm = TrainedModel.load(Path(m["path"]))
+        test_predictions[m["kind"]] = tm.predict(sp.X_test)
         scores[m["kind"]] = {
             "val": regression_metrics(sp.y_val, tm.predict(sp.X_val)),
-            "test": regression_metrics(sp.y_test, tm.predict(sp.X_test)),
+            "test": regression_metrics(sp.y_test, test_predictions[m["kind"]]),
         }
+    _save_arrays(workdir, PREDICTIONS_FILE, {"y_test": sp.y_test, **test_predictions})
     best = select_best(scores, selection_metric)
     gate = apply_gate(scores[best]["test"], thresholds or [])
     res = EvaluateResult(scores, selection_metric, best, gate)
@@ -195,7 +212,7 @@ def _model_version(path: Path) -> str:
 
 
 def stage_export(workdir: Path, quantize: bool = True, tolerance_abs: float | None = None,
-                 name: str = config.DEFAULT_MODEL_NAME) -> ExportResult:
+                 name: str = config.DEFAULT_MODEL_NAME, progress: Progress = SILENT) -> ExportResult:
     """Build WORKDIR/artifact from the gated model: native file, ONNX/int8 if at parity, card."""
     ev = read_record(workdir, "evaluate", f"modeldeploy evaluate --workdir {workdir}")
     if not ev["gate"]["passed"]:
@@ -209,7 +226,9 @@ def stage_export(workdir: Path, quantize: bool = True, tolerance_abs: float | No
     staging.mkdir(parents=True)
     native_file = runtime.KERAS_FILE if tm.framework == "keras" else runtime.SKLEARN_FILE
     shutil.copy2(workdir / "models" / kind / native_file, staging / native_file)
-    result = accelerate(tm, sp.X_test, sp.y_test, staging, quantize=quantize, tolerance_abs=tolerance_abs)
+    result = accelerate(tm, sp.X_test, sp.y_test, staging, quantize=quantize, tolerance_abs=tolerance_abs,
+                        progress=progress)
+    _save_arrays(workdir, EXPORT_PREDICTIONS_FILE, {"y_test": sp.y_test, **result.predictions})
     rng = np.random.default_rng(0)
     bg = sp.X_train[rng.choice(len(sp.X_train), size=min(100, len(sp.X_train)), replace=False)]
     np.save(staging / runtime.BACKGROUND_FILE, bg)
@@ -273,6 +292,8 @@ def stage_explain(workdir: Path, rows: int = 50) -> ExplainResult:
     total = np.asarray(att.base_values) + np.asarray(att.values).sum(axis=1)
     add_err = float(np.max(np.abs(total - np.asarray(att.predictions))))
     res = ExplainResult(att.explainer, len(att.values), global_importance(att), add_err)
+    _save_arrays(workdir, SHAP_FILE, {"rows": sp.X_test[:rows], "values": np.asarray(att.values),
+                                      "feature_names": np.asarray(att.feature_names)})
     card["explain"] = res.to_dict()
     (art / runtime.CARD_FILE).write_text(json.dumps(card, indent=2, default=float))
     record(workdir, "explain", res.to_dict())
@@ -295,6 +316,7 @@ class PipelineConfig:
     quantize: bool = True
     tolerance_abs: float | None = None
     explain: bool = True
+    report: bool = True
     package: bool = True
     build: bool = True
     name: str = config.DEFAULT_MODEL_NAME
@@ -310,19 +332,55 @@ class PipelineResult:
     explain: ExplainResult | None
     package: Any  # package.PackageResult | None (kept loose: BentoML is imported lazily)
     artifact_dir: Path
+    report: Path | None = None
 
 
-def run_pipeline(cfg: PipelineConfig) -> PipelineResult:
-    """All stages in order; raises GateFailed when the selected model misses a threshold."""
-    d = stage_data(cfg.workdir, cfg.dataset, cfg.n_samples, cfg.seed)
-    t = stage_train(cfg.workdir, cfg.kinds, cfg.train)
-    e = stage_evaluate(cfg.workdir, cfg.thresholds, cfg.selection_metric)
-    x = stage_export(cfg.workdir, quantize=cfg.quantize, tolerance_abs=cfg.tolerance_abs, name=cfg.name)
-    ex = stage_explain(cfg.workdir) if cfg.explain else None
+def stage_report(workdir: Path, timings: dict[str, float] | None = None) -> Path:
+    """Write WORKDIR/report/index.html from the records and arrays the other stages left."""
+    from modeldeploy_model.report import build_report
+
+    if timings is not None:
+        record(workdir, "timings", {"stages": [[k, round(v, 3)] for k, v in timings.items()]})  # in run order
+    return build_report(workdir)
+
+
+def run_pipeline(cfg: PipelineConfig, progress: Progress | None = None) -> PipelineResult:
+    """All stages in order; raises GateFailed when the selected model misses a threshold.
+
+    A failed gate still gets its report (the figures show why), then the exception propagates.
+    ``progress`` (default: silent) also times the stages for the report, so each run starts its own.
+    """
+    progress = progress or Progress(enabled=False)
+    progress.timings.clear()
+    w = cfg.workdir
+    with progress.stage("data"):
+        d = stage_data(w, cfg.dataset, cfg.n_samples, cfg.seed)
+    with progress.stage("train"):
+        t = stage_train(w, cfg.kinds, cfg.train, progress)
+    try:
+        with progress.stage("evaluate"):
+            e = stage_evaluate(w, cfg.thresholds, cfg.selection_metric)
+    except GateFailed:
+        if cfg.report:
+            _report_stage(w, progress)
+        raise
+    with progress.stage("export"):
+        x = stage_export(w, quantize=cfg.quantize, tolerance_abs=cfg.tolerance_abs, name=cfg.name, progress=progress)
+    ex = None
+    if cfg.explain:
+        with progress.stage("explain"):
+            ex = stage_explain(w)
+    report = _report_stage(w, progress) if cfg.report else None
     pk = None
     if cfg.package:
         from modeldeploy_model.package import package
 
-        pk = package(cfg.workdir / "artifact", name=cfg.name, build=cfg.build, base_image=cfg.base_image)
-        record(cfg.workdir, "package", pk.to_dict())
-    return PipelineResult(d, t, e, x, ex, pk, cfg.workdir / "artifact")
+        with progress.stage("package"):
+            pk = package(w / "artifact", name=cfg.name, build=cfg.build, base_image=cfg.base_image)
+            record(w, "package", pk.to_dict())
+    return PipelineResult(d, t, e, x, ex, pk, w / "artifact", report)
+
+
+def _report_stage(workdir: Path, progress: Progress) -> Path:
+    with progress.stage("report"):
+        return stage_report(workdir, dict(progress.timings))

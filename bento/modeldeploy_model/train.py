@@ -9,7 +9,6 @@ target's scale), so the ONNX export carries it too and no separate scaler has to
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from modeldeploy_model.data import Split
+from modeldeploy_model.progress import SILENT, Progress, quiet_tensorflow
 
 SKLEARN_KINDS = ("linear", "ridge", "forest", "gbt", "mlp")
 KINDS = (*SKLEARN_KINDS, "keras")
@@ -61,7 +61,7 @@ class TrainedModel:
     def load(cls, directory: Path) -> TrainedModel:
         info = json.loads((directory / "info.json").read_text())
         if info["kind"] == "keras":
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            quiet_tensorflow()
             import keras
 
             model = keras.models.load_model(directory / "model.keras")
@@ -107,7 +107,31 @@ def _sklearn_estimator(kind: str, opts: TrainOptions) -> Any:
     raise ValueError(f"unknown model kind {kind!r}: choose from {', '.join(KINDS)}")
 
 
-def train_sklearn(kind: str, split: Split, opts: TrainOptions) -> TrainedModel:
+# Estimators that can grow in steps with ``warm_start`` and end up exactly as one ``fit`` would
+# (a forest draws each tree's seed from random_state in order; boosting adds iterations): the
+# attribute that counts the steps. Only these get a bar with real progress.
+_STEPPED = {"forest": ("n_estimators", "trees"), "gbt": ("max_iter", "iterations")}
+
+
+def _fit_stepped(pipe: Any, kind: str, split: Split, progress: Progress, steps: int = 10) -> None:
+    """Fit ``pipe`` in about ``steps`` chunks of trees/iterations, advancing a bar after each."""
+    attr, unit = _STEPPED[kind]
+    est = pipe.steps[-1][1]
+    total = int(getattr(est, attr))
+    X = pipe.steps[0][1].fit_transform(split.X_train, split.y_train)
+    est.set_params(warm_start=True)
+    with progress.bar(total, f"train {kind}: {unit}") as bar:
+        done = 0
+        while done < total:
+            step = min(total, done + max(1, total // steps))
+            est.set_params(**{attr: step})
+            est.fit(X, split.y_train)
+            bar.update(step - done)
+            done = step
+    est.set_params(warm_start=False)
+
+
+def train_sklearn(kind: str, split: Split, opts: TrainOptions, progress: Progress = SILENT) -> TrainedModel:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
@@ -119,13 +143,25 @@ def train_sklearn(kind: str, split: Split, opts: TrainOptions) -> TrainedModel:
     scale = FunctionTransformer() if FAMILY[kind] == "tree" else StandardScaler()
     pipe = Pipeline([("scale", scale), ("model", est)])
     t0 = time.perf_counter()
-    pipe.fit(split.X_train, split.y_train)  # scaler statistics come from the training split only
+    if progress.enabled and kind in _STEPPED:
+        _fit_stepped(pipe, kind, split, progress)
+    else:
+        pipe.fit(split.X_train, split.y_train)  # scaler statistics come from the training split only
     params = {k: v for k, v in est.get_params().items() if isinstance(v, int | float | str | bool) or v is None}
     return TrainedModel(kind, FAMILY[kind], pipe, time.perf_counter() - t0, params)
 
 
-def train_keras(split: Split, opts: TrainOptions) -> TrainedModel:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _epoch_callback(keras: Any, bar: Any) -> Any:
+    class EpochBar(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            bar.update(1, ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if k in ("loss", "val_loss")))
+
+    return EpochBar()
+
+
+def train_keras(split: Split, opts: TrainOptions, progress: Progress = SILENT) -> TrainedModel:
+    quiet_tensorflow()
     import keras
 
     keras.utils.set_random_seed(opts.seed)
@@ -146,22 +182,26 @@ def train_keras(split: Split, opts: TrainOptions) -> TrainedModel:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="mse")
     t0 = time.perf_counter()
     early = keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True)
-    model.fit(
-        x_train, split.y_train.astype(np.float32),
-        validation_data=(split.X_val.astype(np.float32), split.y_val.astype(np.float32)),
-        epochs=opts.epochs, batch_size=32, verbose=0, callbacks=[early],
-    )
+    with progress.bar(opts.epochs, "train keras: epoch") as bar:
+        model.fit(
+            x_train, split.y_train.astype(np.float32),
+            validation_data=(split.X_val.astype(np.float32), split.y_val.astype(np.float32)),
+            epochs=opts.epochs, batch_size=32, verbose=0, callbacks=[early, _epoch_callback(keras, bar)],
+        )
+        if bar.done < bar.total:
+            progress.line(f"train keras: stopped early after {bar.done} of {bar.total} epochs")
     params = {"epochs": opts.epochs, "layers": "32-16-1", "optimizer": "adam", "learning_rate": 0.01}
     return TrainedModel("keras", "neural", model, time.perf_counter() - t0, params)
 
 
-def train_model(kind: str, split: Split, opts: TrainOptions | None = None) -> TrainedModel:
+def train_model(kind: str, split: Split, opts: TrainOptions | None = None,
+                progress: Progress = SILENT) -> TrainedModel:
     opts = opts or TrainOptions()
     if kind == "keras":
-        return train_keras(split, opts)
+        return train_keras(split, opts, progress)
     if kind not in SKLEARN_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: choose from {', '.join(KINDS)}")
-    return train_sklearn(kind, split, opts)
+    return train_sklearn(kind, split, opts, progress)
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
