@@ -62,7 +62,7 @@ def report_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def render(tmp_path: Path) -> Iterator[Render]:
     """Render a page with headless Chromium; returns what the probe recorded. Kills Chromium in teardown."""
     if CHROMIUM is None:
-        pytest.skip("chromium is installed by `make setup` (Debian package chromium)")
+        pytest.fail("chromium is missing: `make setup` installs it (Debian package chromium)")
     started: list[subprocess.Popen[str]] = []
 
     def run(index: Path) -> dict:
