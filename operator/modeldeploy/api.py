@@ -83,9 +83,9 @@ def not_matching(regex: str, message: str) -> Rule:
     return Rule(f"!self.matches({lit(regex)})", lambda v: pattern.search(v) is None, message)
 
 
-# Set while reading a model spec kept in status (status.stableModel): it was admitted under the rules
-# of its day, and the running stable must not become unreadable when a later version adds a rule.
-_STORED = {"modeldeploy.stored": True}
+# Validation context for what was admitted under the rules of its day (status.stableModel): the schema
+# alone, so the running stable does not become unreadable when a later version adds a rule.
+STORED = {"modeldeploy.stored": True}
 
 
 def _stored(info: ValidationInfo) -> bool:
@@ -941,7 +941,7 @@ class ModelDeploymentStatus(_StatusModel):
         try:
             return handler(value)
         except ValidationError:
-            return ModelSpec.model_validate(value, context=_STORED)
+            return ModelSpec.model_validate(value, context=STORED)
 
 
 # metadata.name names the Service (a DNS-1035 label: at most 63 characters, a letter first) and is the
