@@ -18,6 +18,7 @@ Field names are camelCase on the wire (Kubernetes convention) and snake_case in 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -51,9 +52,13 @@ class Rule:
     cel: str
     check: Callable[[Any], bool]
     message: str
+    field_path: str | None = None  # where the API server reports it (CEL fieldPath), if not the rule's node
 
     def entry(self) -> dict[str, str]:
-        return {"rule": self.cel, "message": self.message}
+        out = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
 
 
 def lit(text: str) -> str:
@@ -250,10 +255,11 @@ IMAGE_RULE = matching(IMAGE_RE, "model.image must be a container image reference
                                 "(no spaces; repository path in lowercase; at most 512 characters)", 512)
 
 # A Kubernetes resource quantity (k8s.io/apimachinery resource.ParseQuantity): a decimal number, then
-# a binary suffix (Ki..Ei), a decimal one (m, k, M..E) or an exponent (e3). Negative values are refused
+# a binary suffix (Ki..Ei), a decimal one (n, u, m, k, M..E) or an exponent (e3). Negative values are refused
 # for container resources, so the rule is for non-negative ones.
-QUANTITY_RE = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][-+]?[0-9]+)?$"
-_SUFFIX = {"": Fraction(1), "m": Fraction(1, 1000), "k": Fraction(10**3), "M": Fraction(10**6),
+QUANTITY_RE = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i|[numkMGTPE])|[eE]([-+]?[0-9]+))?$"
+_SUFFIX = {"": Fraction(1), "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
+           "k": Fraction(10**3), "M": Fraction(10**6),
            "G": Fraction(10**9), "T": Fraction(10**12), "P": Fraction(10**15), "E": Fraction(10**18),
            **{f"{p}i": Fraction(2 ** (10 * (i + 1))) for i, p in enumerate("KMGTPE")}}
 _QUANTITY = _py_regex(QUANTITY_RE)
@@ -264,11 +270,13 @@ def parse_quantity(value: int | str) -> Fraction | None:
     m = _QUANTITY.match(str(value))
     if m is None:
         return None
-    number, suffix = m.group(1), m.group(3) or ""
-    if suffix[:1] in ("e", "E") and suffix != "E":
-        exponent = max(-64, min(64, int(suffix[1:])))  # Kubernetes caps quantities at 2^63-1 anyway
-        return Fraction(number) * Fraction(10) ** exponent
-    return Fraction(number) * _SUFFIX[suffix]
+    number, suffix, exponent = m.group(1), m.group(4), m.group(5)
+    # (The exponent is clamped only so that an absurd one cannot make Python compute for ever.)
+    scale = Fraction(10) ** max(-1000, min(1000, int(exponent))) if exponent is not None else _SUFFIX[suffix or ""]
+    # As resource.ParseQuantity keeps it: rounded up to nano units; a binary-suffixed one capped at 2^63-1
+    # (decimal ones stay exact).
+    exact = Fraction(math.ceil(Fraction(number) * scale * 10**9), 10**9)
+    return min(exact, Fraction(2**63 - 1)) if suffix and suffix.endswith("i") else exact
 
 
 # Resource names the kubelet knows, or an extended resource (nvidia.com/gpu): a domain, '/', a name.
@@ -367,7 +375,9 @@ def _quantities(field: str) -> Checked:
         maxProperties=16)
 
 
-Quantities = dict[str, IntOrString]
+# maxLength bounds the CEL cost estimate of the rules that read the values (the quantity rule says the limit).
+Quantities = dict[str, Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True,
+                                                                     "maxLength": 64})]]
 
 
 def _requests_within_limits(r: Resources) -> bool:
@@ -490,12 +500,11 @@ class Autoscaling(_Model):
 # --------------------------------------------------------------------------------------------
 # spec.rollout
 # --------------------------------------------------------------------------------------------
-def _ns(ref: str) -> str:  # a parentRef's namespace in CEL ('' = the route's)
-    return f"(has({ref}.namespace) ? {ref}.namespace : '')"
-
-
-def _sec(ref: str) -> str:
-    return f"(has({ref}.sectionName) ? {ref}.sectionName : '')"
+def _same(field: str) -> str:
+    """CEL: parentRefs a and b agree on an optional field (both unset, or equal). A field named like a CEL
+    keyword is spelled __name__ in Kubernetes CEL (plain `namespace` is untyped: its cost is unbounded)."""
+    f = "__namespace__" if field == "namespace" else field
+    return f"has(a.{f}) == has(b.{f}) && (!has(a.{f}) || a.{f} == b.{f})"
 
 
 class ParentRef(_Model):
@@ -524,9 +533,9 @@ _GATEWAY_HOSTNAME_RE = rf"^(\*\.)?{_SUBDOMAIN}$"
 
 class GatewayAPIRouter(_Model):
     RULES = (
-        Rule(f"self.parentRefs.all(a, self.parentRefs.exists_one(b, b.name == a.name && {_ns('b')} == {_ns('a')} "
-             f"&& {_sec('b')} == {_sec('a')}) && (has(a.sectionName) || self.parentRefs.exists_one(b, "
-             f"b.name == a.name && {_ns('b')} == {_ns('a')})))",
+        Rule(f"self.parentRefs.all(a, self.parentRefs.exists_one(b, b.name == a.name && {_same('namespace')} && "
+             f"{_same('sectionName')}) && (has(a.sectionName) || self.parentRefs.exists_one(b, b.name == a.name && "
+             f"{_same('namespace')})))",
              _parents_distinct,
              "gatewayAPI.parentRefs: a Gateway named twice needs a different sectionName on each reference"),
     )
@@ -964,12 +973,12 @@ class ModelDeployment(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
     RULES = (
         Rule("!has(self.metadata.name) || " + NAME_RULE.cel.replace("self", "self.metadata.name"),
-             lambda md: not _name(md) or NAME_RULE.check(_name(md)), NAME_RULE.message),
+             lambda md: not _name(md) or NAME_RULE.check(_name(md)), NAME_RULE.message, ".metadata"),
         Rule("!has(self.metadata.name) || size(self.metadata.name) <= 56 || "
              "has(self.spec.rollout.canary.trafficRouter.replicas)",
              lambda md: len(_name(md)) <= 56 or md.spec.rollout.canary.traffic_router.kind == "replicas",
              "metadata.name must be at most 56 characters with the gatewayAPI or istio router (it also names the "
-             "Services <name>-stable and <name>-canary)"),
+             "Services <name>-stable and <name>-canary)", ".metadata"),
     )
 
     api_version: str = "modeldeploy.io/v1alpha1"

@@ -8,6 +8,7 @@ CRD says no raw regex; and a model spec kept in status stays readable when a new
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from modeldeploy.api import Checked, ModelDeployment, Rule
+from modeldeploy.api import Checked, ModelDeployment, Rule, parse_quantity
 from modeldeploy.crd import _models_by_title, generate
 from tests.validation_cases import ACCEPTED, CASES, GOOD, Case, readme_api_example
 
@@ -42,6 +43,17 @@ def test_examples_are_accepted(path: Path) -> None:
 
 def test_the_readme_api_example_is_accepted() -> None:
     ModelDeployment.model_validate({**readme_api_example(), "metadata": {"name": "room-price"}})
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("500m", Fraction(1, 2)), (2, Fraction(2)), ("1.5Gi", Fraction(3 * 2**29)), ("1e3", Fraction(1000)), ("1k", 1000),
+    (".5", Fraction(1, 2)), ("5.", 5), ("1u", Fraction(1, 10**6)), ("1e-70", Fraction(1, 10**9)),  # nano, rounded up
+    ("100000000000000000000Ei", 2**63 - 1),  # binary suffixes cap at 2^63-1 (decimal ones stay exact)
+    ("1e30", 10**30), ("1K", None), ("-1", None), ("1e", None), ("512mb", None), ("0x10", None), (" 1", None),
+])
+def test_quantities_read_as_the_api_server_reads_them(text: int | str, value: Fraction | int | None) -> None:
+    """As resource.ParseQuantity and the CEL quantity library compare them (checked against a real API server)."""
+    assert parse_quantity(text) == value
 
 
 def _rules(model: type[BaseModel]) -> list[Rule]:
