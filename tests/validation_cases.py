@@ -170,6 +170,10 @@ CASES = [
     Case("autoscaling-explicit-cpu-without-cpu-request",
          spec(model__resources=NO_CPU, autoscaling={"maxReplicas": 4, "targetCpuUtilizationPercentage": 60}),
          "autoscaling on CPU needs a CPU request"),
+    Case("autoscaling-cpu-null-is-the-default",  # the API server prunes the null and defaults it (80)
+         spec(model__resources=NO_CPU, autoscaling={"maxReplicas": 4, "targetCpuUtilizationPercentage": None,
+                                                    "targetMemoryUtilizationPercentage": 80}),
+         "autoscaling on CPU needs a CPU request"),
     Case("autoscaling-memory-without-memory-request",
          spec(model__resources={"requests": {"cpu": "500m"}},
               autoscaling={"maxReplicas": 4, "targetMemoryUtilizationPercentage": 80}),

@@ -303,6 +303,13 @@ class _Model(BaseModel):
                               json_schema_extra=_rules_schema)
     RULES: ClassVar[tuple[Rule, ...]] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """As the API server reads it: a null is pruned before defaulting (no field is nullable), so
+        `targetCpuUtilizationPercentage: null` is the default, 80, on both sides."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _rules_hold(self, info: ValidationInfo) -> Self:
         message = None if _stored(info) else broken(self.RULES, self)
