@@ -588,7 +588,7 @@ class ReplicasRouter(_Model):
 class TrafficRouter(_Model):
     RULES = (Rule("[has(self.replicas), has(self.gatewayAPI), has(self.istio)].filter(x, x).size() == 1",
                   lambda t: [t.replicas, t.gateway_api, t.istio].count(None) == 2,
-                  "trafficRouter: set exactly one of replicas, gatewayAPI or istio"),)
+                  "canary.trafficRouter: set exactly one of replicas, gatewayAPI or istio"),)
 
     replicas: ReplicasRouter | None = Field(default=None, description="Weight by replica ratio (default).")
     gateway_api: GatewayAPIRouter | None = Field(default=None, alias="gatewayAPI",
@@ -658,11 +658,13 @@ def _known_variables_only(query: str) -> bool:
 class MetricCheck(_Model):
     RULES = (
         Rule("has(self.min) || has(self.max)", lambda m: m.min is not None or m.max is not None,
-             "metric: set min and/or max"),
+             "analysis.metrics[]: set min and/or max (a check without a threshold can never fail)"),
         Rule("!has(self.min) || !has(self.max) || self.min <= self.max",
-             lambda m: m.min is None or m.max is None or m.min <= m.max, "metric: min must be <= max"),
+             lambda m: m.min is None or m.max is None or m.min <= m.max,
+             "analysis.metrics[]: min must be less than or equal to max (no value could pass)"),
         Rule(f"has(self.query) || self.name in {_BUILTINS}", lambda m: m.query is not None or m.name in BUILTIN_METRICS,
-             "metric: a custom metric (not one of " + ", ".join(BUILTIN_METRICS) + ") needs a query"),
+             "analysis.metrics[]: a check of your own (not one of " + ", ".join(BUILTIN_METRICS) + ") needs a "
+             "query: PromQL that returns one number"),
         Rule(f"!(self.name in {_BUILTINS}) || !has(self.query)",
              lambda m: m.name not in BUILTIN_METRICS or m.query is None,
              "analysis.metrics[]: " + ", ".join(BUILTIN_METRICS) + " are built-in checks and take no query (a query "
@@ -671,12 +673,12 @@ class MetricCheck(_Model):
              "((!has(self.max) || (self.max >= 0.0 && self.max <= 1.0)) && (!has(self.min) || self.min >= 0.0))",
              lambda m: m.name != "error-rate" or m.query is not None or (
                  (m.max is None or 0 <= m.max <= 1) and (m.min is None or m.min >= 0)),
-             "error-rate is a ratio: thresholds must be within 0..1 (e.g. max: 0.01 for 1%)"),
+             "analysis.metrics[]: error-rate is a ratio: thresholds must be within 0..1 (e.g. max: 0.01 for 1%)"),
         Rule("!self.name.startsWith('latency-') || has(self.query) || "
              "((!has(self.max) || self.max > 0.0) && (!has(self.min) || self.min >= 0.0))",
              lambda m: not m.name.startswith("latency-") or m.query is not None or (
                  (m.max is None or m.max > 0) and (m.min is None or m.min >= 0)),
-             "latency thresholds are seconds and must be positive (e.g. max: 0.5)"),
+             "analysis.metrics[]: latency thresholds are seconds and must be positive (e.g. max: 0.5)"),
     )
 
     name: Annotated[str, dns_label("analysis.metrics[].name", "check")] = Field(
@@ -764,7 +766,8 @@ class Rollout(_Model):
     RULES = (
         Rule("self.strategy != 'Canary' || self.analysis.metrics.size() == 0 || has(self.analysis.prometheus)",
              lambda r: r.strategy != "Canary" or not r.analysis.metrics or r.analysis.prometheus is not None,
-             "rollout.analysis.prometheus is required when analysis metrics are set"),
+             "rollout.analysis.prometheus is required when analysis metrics are set: add "
+             "analysis.prometheus.address, e.g. http://prometheus.monitoring:9090"),
         Rule(f"self.strategy != 'Rolling' || ({_ROLLING_CANARY.cel})",
              lambda r: r.strategy != "Rolling" or _ROLLING_CANARY.check(r.canary),
              "rollout.canary.steps and rollout.canary.interval only apply to strategy Canary (Rolling would ignore "
