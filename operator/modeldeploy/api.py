@@ -144,6 +144,7 @@ _UNIT_NS = {"y": 365 * _DAY_NS, "w": 7 * _DAY_NS, "d": _DAY_NS, "h": 3600 * 10**
             "ms": 10**6}
 _UNITS = tuple(_UNIT_NS)  # largest first, the order Prometheus requires
 _MAX_NS = 2**63 - 1  # Go's time.Duration
+_DURATION = _py_regex(_DURATION_RE)
 _CEL_FORMAT = "^" + "".join(f"([0-9]+{u})?" for u in _UNITS) + "$"
 # For the CEL range rule: the digits of each unit's part (minutes: an `m` not followed by `s`).
 _CEL_PART = {**{u: f"[0-9]+{u}" for u in _UNITS}, "m": "[0-9]+m([0-9]|$)"}
@@ -153,7 +154,7 @@ def _duration_ns(text: str) -> int | None:
     """Nanoseconds (possibly beyond _MAX_NS), or None when `text` is not Prometheus duration syntax."""
     if text == "0":  # Prometheus takes a bare 0
         return 0
-    m = _py_regex(_DURATION_RE).match(text)
+    m = _DURATION.match(text)
     if not text or m is None:
         return None
     return sum(int(n) * _UNIT_NS[u] for n, u in zip(m.groups(), _UNITS, strict=True) if n is not None)
@@ -434,6 +435,7 @@ class Resources(_Model):
 RESERVED_ENV_NAMES = ("BENTOML_PORT", "PORT", "MODELDEPLOY_NAME", "MODELDEPLOY_TRACK", "MODELDEPLOY_REVISION")
 # `bentoml serve --port/-p` in model.args: the server would listen where probes and the Service do not look.
 _PORT_ARG = r"^(--port(=|$)|-p)"
+_PORT_ARGS = _py_regex(_PORT_ARG)
 
 
 class ModelSpec(_Model):
@@ -447,7 +449,7 @@ class ModelSpec(_Model):
              "model.env: each name may appear only once (the Deployment would be refused): remove or rename the "
              "repeated entry"),
         Rule(f"!has(self.args) || self.args.all(a, !a.matches({lit(_PORT_ARG)}))",
-             lambda m: not any(_py_regex(_PORT_ARG).search(a) for a in m.args),
+             lambda m: not any(_PORT_ARGS.search(a) for a in m.args),
              "model.args must not set --port or -p: set model.port instead (the operator passes it to the server "
              "as BENTOML_PORT and points the probes and the Service at it)"),
     )
