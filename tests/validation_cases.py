@@ -33,15 +33,22 @@ class Case(NamedTuple):
     message: str
 
 
+DELETE = object()
+
+
 def spec(**changes: Any) -> dict[str, Any]:
-    """GOOD with spec fields replaced: `model__image="x"` sets spec.model.image (other model fields kept)."""
+    """GOOD with spec fields replaced: `model__image="x"` sets spec.model.image (other model fields kept),
+    `model__image=DELETE` removes it."""
     body = copy.deepcopy(GOOD)
     for path, value in changes.items():
         node = body["spec"]
         keys = path.split("__")
         for key in keys[:-1]:
             node = node.setdefault(key, {})
-        node[keys[-1]] = copy.deepcopy(value)
+        if value is DELETE:
+            node.pop(keys[-1])
+        else:
+            node[keys[-1]] = copy.deepcopy(value)
     return body
 
 

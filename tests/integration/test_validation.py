@@ -7,7 +7,6 @@ refuse are a table shared with the Python model's test (tests/validation_cases.p
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import uuid
@@ -21,48 +20,32 @@ from pydantic import ValidationError
 
 from modeldeploy.api import ModelDeployment
 from tests.unit.test_api import ADDRESS_ACCEPTED, ADDRESS_REFUSED
-from tests.validation_cases import ACCEPTED, ERROR_RATE, GOOD, PROM, Case, readme_api_example
+from tests.validation_cases import ACCEPTED, DELETE, ERROR_RATE, GOOD, PROM, Case, readme_api_example, spec
 from tests.validation_cases import CASES as TABLE
 
 pytestmark = pytest.mark.cluster
 
-def with_spec(**changes: Any) -> dict[str, Any]:
-    body = copy.deepcopy(GOOD)
-    for path, value in changes.items():
-        node = body["spec"]
-        keys = path.split("__")
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        if value is DELETE:
-            node.pop(keys[-1])
-        else:
-            node[keys[-1]] = value
-    return body
-
-
-DELETE = object()
-
 # What the structural schema refuses before any rule (types, bounds, enums, unknown fields): the API
 # server's own words. The rules' cases, shared with the Python model, are tests/validation_cases.py.
 CASES = [
-    ("missing image", with_spec(model__image=DELETE), "spec.model.image: Required value"),
-    ("replicas wrong type", with_spec(replicas="two"), 'spec.replicas: Invalid value: "string"'),
-    ("negative replicas", with_spec(replicas=-1), "spec.replicas: Invalid value: -1"),
-    ("unknown field", with_spec(modle={"image": "x"}), 'unknown field "spec.modle"'),
-    ("port out of range", with_spec(model__port=70000), "spec.model.port: Invalid value: 70000"),
-    ("step over 100", with_spec(rollout={"canary": {"steps": [50, 150]}}), "every step must be within 1..100"),
-    ("no router", with_spec(rollout={"canary": {"trafficRouter": {}}}), "set exactly one of replicas"),
-    ("bad interval", with_spec(rollout={"canary": {"interval": "soon"}}),
+    ("missing image", spec(model__image=DELETE), "spec.model.image: Required value"),
+    ("replicas wrong type", spec(replicas="two"), 'spec.replicas: Invalid value: "string"'),
+    ("negative replicas", spec(replicas=-1), "spec.replicas: Invalid value: -1"),
+    ("unknown field", spec(modle={"image": "x"}), 'unknown field "spec.modle"'),
+    ("port out of range", spec(model__port=70000), "spec.model.port: Invalid value: 70000"),
+    ("step over 100", spec(rollout={"canary": {"steps": [50, 150]}}), "every step must be within 1..100"),
+    ("no router", spec(rollout={"canary": {"trafficRouter": {}}}), "set exactly one of replicas"),
+    ("bad interval", spec(rollout={"canary": {"interval": "soon"}}),
      "spec.rollout.canary.interval: Invalid value: \"string\": canary.interval must be a Prometheus duration"),
-    ("unknown strategy", with_spec(rollout={"strategy": "BlueGreen"}), 'supported values: "Canary", "Rolling"'),
-    ("bad prometheus address", with_spec(rollout={"analysis": {"prometheus": {"address": "prometheus:9090"}}}),
+    ("unknown strategy", spec(rollout={"strategy": "BlueGreen"}), 'supported values: "Canary", "Rolling"'),
+    ("bad prometheus address", spec(rollout={"analysis": {"prometheus": {"address": "prometheus:9090"}}}),
      "spec.rollout.analysis.prometheus.address: Invalid value"),
-    ("failureLimit zero", with_spec(rollout={"analysis": {"failureLimit": 0}}),
+    ("failureLimit zero", spec(rollout={"analysis": {"failureLimit": 0}}),
      "spec.rollout.analysis.failureLimit: Invalid value: 0"),
 ]
 # analysis.prometheus.address: the same strings and messages as the Python model (tests/unit/test_api.py),
 # which the operator also applies to objects stored before these rules existed.
-CASES += [(f"prometheus address {address!r}", with_spec(rollout={"analysis": {
+CASES += [(f"prometheus address {address!r}", spec(rollout={"analysis": {
     "prometheus": {"address": address}, "metrics": [ERROR_RATE]}}),
            f"spec.rollout.analysis.prometheus.address: Invalid value: \"string\": analysis.prometheus.address "
            f"{message}") for address, message in ADDRESS_REFUSED]
@@ -160,7 +143,7 @@ DURATIONS = [
 def test_durations_are_exactly_what_prometheus_accepts(shared_namespace: str, kube_env: dict[str, str],
                                                        interval: str, timeout: str, message: str | None) -> None:
     """The API server (CEL) and the Python model (ModelDeployment.model_validate) agree on every case."""
-    body = with_spec(rollout={"canary": {"interval": interval},
+    body = spec(rollout={"canary": {"interval": interval},
                               "analysis": {"prometheus": {**PROM, "timeout": timeout}, "metrics": [ERROR_RATE]}})
     out = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", shared_namespace, "-f", "-"],
                          input=yaml.safe_dump(body), text=True, capture_output=True, env=kube_env)
@@ -177,7 +160,7 @@ def test_durations_are_exactly_what_prometheus_accepts(shared_namespace: str, ku
 
 @pytest.mark.parametrize("address", ADDRESS_ACCEPTED)
 def test_prometheus_base_urls_are_accepted(shared_namespace: str, kube_env: dict[str, str], address: str) -> None:
-    body = with_spec(rollout={"analysis": {"prometheus": {"address": address}, "metrics": [ERROR_RATE]}})
+    body = spec(rollout={"analysis": {"prometheus": {"address": address}, "metrics": [ERROR_RATE]}})
     out = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", shared_namespace, "-f", "-"],
                          input=yaml.safe_dump(body), text=True, capture_output=True, env=kube_env)
     assert out.returncode == 0, out.stderr
