@@ -6,8 +6,8 @@ emit only fields it defines - the optional ones (analysis) only when asked for -
 applies cleanly with ``kubectl apply``. It is validated with the operator's own API models
 (``modeldeploy.api``), not rules of its own: a copy drifts (this one's interval regex once
 rejected ``1m30s``, which the operator takes). Only what those models do not check in Python
-stays here: the metadata names, the image and Bento tag shapes, and the rules the API states
-only as CEL (steps, thresholds).
+stays here: the namespace and Bento tag shapes, and early checks of the options (the name and
+image with the API's own rules, steps, thresholds) that name the option to fix.
 
 Why containerize checks first: ``bentoml containerize`` needs a builder - a reachable Docker engine,
 or buildah (daemonless, Debian's ``buildah`` package) - and, for its default base image, a container
@@ -35,9 +35,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modeldeploy.api import ModelDeployment
+from modeldeploy.api import DNS_LABEL_RE, IMAGE_RULE, NAME_RULE, ModelDeployment
 
-DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123 = re.compile(DNS_LABEL_RE)
 # Where each field of the manifest comes from on the command line (API path prefix -> option).
 _OPTION_FOR = {
     ("metadata",): "--name",
@@ -76,14 +76,13 @@ class ManifestOptions:
 
 def validate(opts: ManifestOptions) -> None:
     """Raise DeployError, naming the option and the fix, unless the manifest for `opts` is valid."""
-    if len(opts.name) > 63 or not DNS1123.match(opts.name):
-        raise DeployError(f"--name {opts.name!r} is not a valid Kubernetes name: use lowercase letters, digits and "
-                          "'-', starting and ending with a letter or digit, at most 63 characters")
+    if not NAME_RULE.check(opts.name):
+        raise DeployError(f"--name {opts.name!r} is not a valid Kubernetes name: {NAME_RULE.message}")
     if not DNS1123.match(opts.namespace):
         raise DeployError(f"--namespace {opts.namespace!r} is not a valid Kubernetes namespace name")
-    if not opts.image or any(c.isspace() for c in opts.image):
-        raise DeployError("--image must name the container image built from the Bento, "
-                          "e.g. registry.example/room-price:2f1c")
+    if not IMAGE_RULE.check(opts.image):
+        raise DeployError(f"--image {opts.image!r} must name the container image built from the Bento: "
+                          f"{IMAGE_RULE.message}")
     if not opts.bento or ":" not in opts.bento:
         raise DeployError(f"--bento {opts.bento!r} must be a Bento tag NAME:VERSION (see `bentoml list`)")
     if opts.strategy == "Canary" and (not opts.steps or any(not 1 <= s <= 100 for s in opts.steps) or any(

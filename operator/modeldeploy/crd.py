@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from modeldeploy import GROUP, KIND, PLURAL, VERSION
-from modeldeploy.api import ModelDeploymentSpec, ModelDeploymentStatus
+from modeldeploy.api import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
 
 _DROP = {"title", "additionalProperties"}
 
@@ -135,9 +135,19 @@ def _printer_columns() -> list[dict[str, Any]]:
     ]
 
 
+def _without_rules(node: Any) -> Any:
+    """The schema without x-kubernetes-validations: status is written by the operator (its stableModel is a
+    spec.model admitted earlier, possibly under older rules), so the spec's rules must not block its writes."""
+    if isinstance(node, list):
+        return [_without_rules(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    return {k: _without_rules(v) for k, v in node.items() if k != "x-kubernetes-validations"}
+
+
 def generate() -> dict[str, Any]:
     spec = schema_for(ModelDeploymentSpec)
-    status = schema_for(ModelDeploymentStatus)
+    status = _without_rules(schema_for(ModelDeploymentStatus))
     spec["description"] = "Desired state: the model to serve and how to roll out new versions of it."
     status["description"] = "Observed state, written by the operator. All rollout state lives here."
     conditions = status["properties"]["conditions"]
@@ -167,6 +177,8 @@ def generate() -> dict[str, Any]:
                     "description": "A model served from a BentoML image, with autoscaling and canary "
                                    "rollouts driven by Prometheus analysis.",
                     "required": ["spec"],
+                    # Rules on the whole object (metadata.name against the children it names).
+                    "x-kubernetes-validations": [r.entry() for r in ModelDeployment.RULES],
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},

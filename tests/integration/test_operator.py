@@ -24,6 +24,8 @@ def mdep(name: str, **spec: Any) -> dict[str, Any]:
                  "rollout": {"strategy": "Rolling"}},
     }
     body["spec"].update(copy.deepcopy(spec))
+    if body["spec"].get("autoscaling"):  # the HPA sets the count: replicas with autoscaling is refused
+        body["spec"].pop("replicas", None)
     return body
 
 

@@ -144,7 +144,6 @@ def test_the_chart_grants_exactly_the_calls_the_operator_makes(
                              "analysis": {"prometheus": {"address": listener.url, "secretRef": {"name": "prom-auth"}},
                                           "minRequests": 0, "measurementInterval": "1s",
                                           "metrics": [{"name": "error-rate", "max": 1.0}]}})
-        del body["spec"]["replicas"]
         k.create(body)
         wait_for(lambda: k.healthy("audited"), 90, what="v1 Healthy")
 

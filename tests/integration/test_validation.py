@@ -1,99 +1,108 @@
 """Bad ModelDeployments are rejected by the API server at `kubectl apply`, with a message that says what to fix.
 
 These run the real kubectl against the real kube-apiserver with our CRD (structural schema +
-CEL rules) installed. Nothing is created for any of them.
+CEL rules) installed. Nothing is created for any of them. The malformed objects the API's rules
+refuse are a table shared with the Python model's test (tests/validation_cases.py).
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import subprocess
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 from pydantic import ValidationError
 
 from modeldeploy.api import ModelDeployment
 from tests.unit.test_api import ADDRESS_ACCEPTED, ADDRESS_REFUSED
+from tests.validation_cases import ACCEPTED, DELETE, ERROR_RATE, GOOD, PROM, Case, readme_api_example, spec
+from tests.validation_cases import CASES as TABLE
 
 pytestmark = pytest.mark.cluster
 
-GOOD: dict[str, Any] = {
-    "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "bad"},
-    "spec": {"model": {"image": "registry.example/m:1"}},
-}
-
-
-def with_spec(**changes: Any) -> dict[str, Any]:
-    body = copy.deepcopy(GOOD)
-    for path, value in changes.items():
-        node = body["spec"]
-        keys = path.split("__")
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        if value is DELETE:
-            node.pop(keys[-1])
-        else:
-            node[keys[-1]] = value
-    return body
-
-
-DELETE = object()
-PROM = {"address": "http://prometheus.monitoring:9090"}
-
+# What the structural schema refuses before any rule (types, bounds, enums, unknown fields): the API
+# server's own words. The rules' cases, shared with the Python model, are tests/validation_cases.py.
 CASES = [
-    ("missing image", with_spec(model__image=DELETE), "spec.model.image: Required value"),
-    ("empty image", with_spec(model__image=""), "spec.model.image: Invalid value"),
-    ("replicas wrong type", with_spec(replicas="two"), 'spec.replicas: Invalid value: "string"'),
-    ("negative replicas", with_spec(replicas=-1), "spec.replicas: Invalid value: -1"),
-    ("unknown field", with_spec(modle={"image": "x"}), 'unknown field "spec.modle"'),
-    ("port out of range", with_spec(model__port=70000), "spec.model.port: Invalid value: 70000"),
-    ("min > max replicas", with_spec(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
-     "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas"),
-    ("steps not increasing", with_spec(rollout={"canary": {"steps": [10, 50, 25]}}),
-     "canary.steps must be strictly increasing"),
-    ("repeated step", with_spec(rollout={"canary": {"steps": [10, 10, 50]}}),
-     "canary.steps must be strictly increasing"),
-    ("step over 100", with_spec(rollout={"canary": {"steps": [50, 150]}}), "every step must be within 1..100"),
-    ("two routers", with_spec(rollout={"canary": {"trafficRouter": {
-        "replicas": {}, "istio": {"hosts": ["m"]}}}}), "set exactly one of replicas, gatewayAPI or istio"),
-    ("no router", with_spec(rollout={"canary": {"trafficRouter": {}}}), "set exactly one of replicas"),
-    ("bad interval", with_spec(rollout={"canary": {"interval": "soon"}}),
+    ("missing image", spec(model__image=DELETE), "spec.model.image: Required value"),
+    ("replicas wrong type", spec(replicas="two"), 'spec.replicas: Invalid value: "string"'),
+    ("negative replicas", spec(replicas=-1), "spec.replicas: Invalid value: -1"),
+    ("unknown field", spec(modle={"image": "x"}), 'unknown field "spec.modle"'),
+    ("port out of range", spec(model__port=70000), "spec.model.port: Invalid value: 70000"),
+    ("step over 100", spec(rollout={"canary": {"steps": [50, 150]}}), "every step must be within 1..100"),
+    ("no router", spec(rollout={"canary": {"trafficRouter": {}}}), "set exactly one of replicas"),
+    ("bad interval", spec(rollout={"canary": {"interval": "soon"}}),
      "spec.rollout.canary.interval: Invalid value: \"string\": canary.interval must be a Prometheus duration"),
-    ("unknown strategy", with_spec(rollout={"strategy": "BlueGreen"}), 'supported values: "Canary", "Rolling"'),
-    ("error-rate as percent", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
-        {"name": "error-rate", "max": 5}]}}), "error-rate is a ratio: thresholds must be within 0..1"),
-    ("negative latency", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
-        {"name": "latency-p99", "max": -1}]}}), "latency thresholds are seconds and must be positive"),
-    ("custom metric without query", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
-        {"name": "my-check", "max": 1}]}}), "needs a query"),
-    ("metric without bounds", with_spec(rollout={"analysis": {"prometheus": PROM, "metrics": [
-        {"name": "error-rate"}]}}), "metric: set min and/or max"),
-    ("metrics without prometheus", with_spec(rollout={"analysis": {"metrics": [{"name": "error-rate", "max": 0.01}]}}),
-     "rollout.analysis.prometheus is required when analysis metrics are set"),
-    ("bad prometheus address", with_spec(rollout={"analysis": {"prometheus": {"address": "prometheus:9090"}}}),
+    ("unknown strategy", spec(rollout={"strategy": "BlueGreen"}), 'supported values: "Canary", "Rolling"'),
+    ("bad prometheus address", spec(rollout={"analysis": {"prometheus": {"address": "prometheus:9090"}}}),
      "spec.rollout.analysis.prometheus.address: Invalid value"),
-    ("failureLimit zero", with_spec(rollout={"analysis": {"failureLimit": 0}}),
+    ("failureLimit zero", spec(rollout={"analysis": {"failureLimit": 0}}),
      "spec.rollout.analysis.failureLimit: Invalid value: 0"),
 ]
 # analysis.prometheus.address: the same strings and messages as the Python model (tests/unit/test_api.py),
 # which the operator also applies to objects stored before these rules existed.
-CASES += [(f"prometheus address {address!r}", with_spec(rollout={"analysis": {"prometheus": {"address": address}}}),
+CASES += [(f"prometheus address {address!r}", spec(rollout={"analysis": {
+    "prometheus": {"address": address}, "metrics": [ERROR_RATE]}}),
            f"spec.rollout.analysis.prometheus.address: Invalid value: \"string\": analysis.prometheus.address "
            f"{message}") for address, message in ADDRESS_REFUSED]
 
 
+def apply(namespace: str, env: dict[str, str], body: dict[str, Any], *flags: str) -> subprocess.CompletedProcess[str]:
+    """kubectl apply of `body` as JSON (in YAML, PyYAML leaves strings such as 1e30 unquoted: kubectl reads numbers)."""
+    return subprocess.run(["kubectl", "apply", *flags, "-n", namespace, "-f", "-"], input=json.dumps(body), text=True,
+                          capture_output=True, env=env)
+
+
+def nothing_created(namespace: str, env: dict[str, str]) -> bool:
+    got = subprocess.run(["kubectl", "get", "mdep", "-n", namespace, "-o", "name"], text=True, capture_output=True,
+                         env=env, check=True)
+    return got.stdout.strip() == ""
+
+
+@pytest.fixture(scope="module")
+def shared_namespace(api_client: client.ApiClient, crd: str) -> Iterator[str]:
+    """One namespace for the table's many refused objects (nothing is ever created in it)."""
+    core = client.CoreV1Api(api_client)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+@pytest.mark.parametrize("case", TABLE, ids=[c.id for c in TABLE])
+def test_rule_refuses_at_apply_with_the_models_message(shared_namespace: str, kube_env: dict[str, str],
+                                                       case: Case) -> None:
+    """Every malformed object of the shared table (the unit tests check the Python model on the same ones)."""
+    out = apply(shared_namespace, kube_env, case.body)
+    assert out.returncode != 0, out.stdout
+    assert case.message in out.stderr, out.stderr
+    assert "should match" not in out.stderr, out.stderr  # no raw regex in any message
+    assert nothing_created(shared_namespace, kube_env)
+
+
+NEAR_MISSES = [*ACCEPTED, ("readme-api-example", {**readme_api_example(), "metadata": {"name": "readme"}})]
+
+
+@pytest.mark.parametrize("body", [b for _, b in NEAR_MISSES], ids=[i for i, _ in NEAR_MISSES])
+def test_near_misses_and_the_readme_example_are_accepted(shared_namespace: str, kube_env: dict[str, str],
+                                                         body: dict[str, Any]) -> None:
+    out = apply(shared_namespace, kube_env, body, "--dry-run=server")
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.parametrize("body,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_rejected_with_a_clear_message(crd: str, namespace: str, kube_env: dict[str, str], body: dict,
+def test_rejected_with_a_clear_message(shared_namespace: str, kube_env: dict[str, str], body: dict,
                                        message: str) -> None:
-    out = subprocess.run(["kubectl", "apply", "-n", namespace, "-f", "-"], input=yaml.safe_dump(body), text=True,
-                         capture_output=True, env=kube_env)
+    out = apply(shared_namespace, kube_env, body)
     assert out.returncode != 0, out.stdout
     assert message in out.stderr, out.stderr
-    got = subprocess.run(["kubectl", "get", "mdep", "-n", namespace, "-o", "name"], text=True, capture_output=True,
-                         env=kube_env)
-    assert got.stdout.strip() == ""
+    assert nothing_created(shared_namespace, kube_env)
 
 
 def test_the_good_object_is_accepted_and_defaulted(crd: str, namespace: str, kube_env: dict[str, str]) -> None:
@@ -131,12 +140,12 @@ DURATIONS = [
 
 
 @pytest.mark.parametrize("interval,timeout,message", DURATIONS, ids=[f"{i}/{t}" for i, t, _ in DURATIONS])
-def test_durations_are_exactly_what_prometheus_accepts(crd: str, namespace: str, kube_env: dict[str, str],
+def test_durations_are_exactly_what_prometheus_accepts(shared_namespace: str, kube_env: dict[str, str],
                                                        interval: str, timeout: str, message: str | None) -> None:
     """The API server (CEL) and the Python model (ModelDeployment.model_validate) agree on every case."""
-    body = with_spec(rollout={"canary": {"interval": interval},
-                              "analysis": {"prometheus": {**PROM, "timeout": timeout}}})
-    out = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", namespace, "-f", "-"],
+    body = spec(rollout={"canary": {"interval": interval},
+                              "analysis": {"prometheus": {**PROM, "timeout": timeout}, "metrics": [ERROR_RATE]}})
+    out = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", shared_namespace, "-f", "-"],
                          input=yaml.safe_dump(body), text=True, capture_output=True, env=kube_env)
     if message is None:
         assert out.returncode == 0, out.stderr
@@ -150,9 +159,9 @@ def test_durations_are_exactly_what_prometheus_accepts(crd: str, namespace: str,
 
 
 @pytest.mark.parametrize("address", ADDRESS_ACCEPTED)
-def test_prometheus_base_urls_are_accepted(crd: str, namespace: str, kube_env: dict[str, str], address: str) -> None:
-    body = with_spec(rollout={"analysis": {"prometheus": {"address": address}}})
-    out = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", namespace, "-f", "-"],
+def test_prometheus_base_urls_are_accepted(shared_namespace: str, kube_env: dict[str, str], address: str) -> None:
+    body = spec(rollout={"analysis": {"prometheus": {"address": address}, "metrics": [ERROR_RATE]}})
+    out = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", shared_namespace, "-f", "-"],
                          input=yaml.safe_dump(body), text=True, capture_output=True, env=kube_env)
     assert out.returncode == 0, out.stderr
     ModelDeployment.model_validate(body)

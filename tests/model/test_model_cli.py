@@ -60,6 +60,12 @@ def test_pipeline_on_diabetes_with_gate_file(tmp_path, capsys):
     (["manifest", "--workdir", "/nonexistent/w", "--name", "x", "--image", "i:1"], "modeldeploy package"),
     (["manifest", "--name", "Bad_Name", "--image", "i:1", "--bento", "a:b"], "not a valid Kubernetes name"),
     (["manifest", "--name", "ok", "--image", "i:1", "--bento", "a:b", "--steps", "50,10"], "strictly increasing"),
+    # The API's own image and name rules (what kubectl apply would refuse; the image once only had to be space-free).
+    (["manifest", "--name", "ok", "--image", "registry.example/Room-Price:1", "--bento", "a:b"],
+     "model.image must be a container image reference"),
+    (["manifest", "--name", "ok", "--image", "registry.example/room-price:", "--bento", "a:b"],
+     "model.image must be a container image reference"),
+    (["manifest", "--name", "1-room", "--image", "i:1", "--bento", "a:b"], "starting with a letter"),
 ])
 def test_user_errors_are_one_line_with_the_fix(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

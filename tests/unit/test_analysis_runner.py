@@ -19,7 +19,7 @@ from modeldeploy.controller.observe import Observer
 from modeldeploy.k8s import Kube
 from modeldeploy.metrics import ProviderError
 from modeldeploy.metrics.prometheus import CREDENTIALS_LABEL, PrometheusProvider
-from tests.unit.helpers import md
+from tests.unit.helpers import md, stored_md
 
 ADDRESS = "http://prometheus.monitoring:9090"
 
@@ -95,7 +95,7 @@ def test_a_secret_the_operator_may_not_read_says_which_chart_value_grants_it() -
 def test_no_analysis_no_check_and_the_observer_reports_what_the_runner_refuses() -> None:
     r = runner({"prom-auth": secret("prom-auth")})
     assert r.problems(md()) == []  # no metrics: Prometheus is never used
-    assert r.problems(md(rollout={"strategy": "Rolling", "analysis": {
+    assert r.problems(stored_md(rollout={"strategy": "Rolling", "analysis": {
         "prometheus": {"address": ADDRESS, "secretRef": {"name": "prom-auth"}},
         "metrics": [{"name": "error-rate", "max": 0.01}]}})) == []  # Rolling: no analysis runs
     obs = Observer(cast(Kube, r.kube), checks=[r.problems])

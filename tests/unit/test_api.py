@@ -51,7 +51,8 @@ def test_model_rejects_durations_prometheus_cannot_hold() -> None:
 
 def test_whole_object_validation_uses_the_same_rule() -> None:
     body = {"metadata": {"name": "m"}, "spec": {"model": {"image": "r/x:1"}, "rollout": {"canary": {
-        "interval": "1m30s"}, "analysis": {"prometheus": {"address": "http://p:9090", "timeout": "2s500ms"}}}}}
+        "interval": "1m30s"}, "analysis": {"prometheus": {"address": "http://p:9090", "timeout": "2s500ms"},
+                                        "metrics": [{"name": "error-rate", "max": 0.01}]}}}}
     md = ModelDeployment.model_validate(body)
     assert parse_duration(md.spec.rollout.canary.interval) == 90.0
     body["spec"]["rollout"]["canary"]["interval"] = "1.5m"  # type: ignore[index]

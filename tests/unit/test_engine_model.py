@@ -326,11 +326,13 @@ class EngineModel(RuleBasedStateMachine):
         """strategy: Rolling for one reconcile with spec.model `i` (and perhaps a promote request, as an
         Argo CD action might send), then back to Canary."""
         rollout = self.w.body["spec"]["rollout"]
-        rollout["strategy"] = "Rolling"
+        # Rolling ignores the steps, the interval and the analysis, so the API refuses them with it.
+        canary, analysis = rollout["canary"], rollout.pop("analysis")
+        rollout.update(strategy="Rolling", canary={k: v for k, v in canary.items() if k == "trafficRouter"})
         self.set_model(i, react=[Wake()])
         if promote:
             self.request("promote", "true")
-        rollout["strategy"] = "Canary"
+        rollout.update(strategy="Canary", canary=canary, analysis=analysis)
         self.w.spec_changed()
 
     @rule()

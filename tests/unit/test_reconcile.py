@@ -222,7 +222,7 @@ def test_turning_autoscaling_on_hands_replicas_over_without_dropping_them() -> N
     off = md(replicas=6)
     obs = steady(off, 6)
     obs.stable = applied_replicas(obs.stable or {})
-    on = md(replicas=6, autoscaling={"minReplicas": 2, "maxReplicas": 10})
+    on = md(autoscaling={"minReplicas": 2, "maxReplicas": 10})  # replicas go with it (refused together)
     p = plan(on, obs, NOW)
     verbs = [(a.verb, a.kind, a.name) for a in p.actions if a.kind == "Deployment"]
     # First a second field manager holds replicas at 6, then our apply (without replicas) lets go of it.

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import re
 
+from modeldeploy.api import TEMPLATE_VARIABLE_RE
+
 REQUESTS = "bentoml_service_request_total"
 DURATION = "bentoml_service_request_duration_seconds_bucket"
 INFRA_ENDPOINTS = "/livez|/readyz|/healthz|/metrics"
 
-_VAR = re.compile(r"\{\{\s*(namespace|name|track|revision|interval)\s*\}\}")
+# The variables and their syntax are the API's (the CRD refuses a query with any other {{ ... }}).
+_VAR = re.compile(TEMPLATE_VARIABLE_RE)
 
 
 def selector(namespace: str, name: str, track: str, revision: str) -> str:
