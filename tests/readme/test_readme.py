@@ -39,7 +39,8 @@ FLOW = ("cluster-up", "pipeline", "install-helm", "apply-model", "prometheus-sec
 # What the flow leaves in the checkout, removed afterwards (and refused beforehand: a user's own files).
 ARTEFACTS = ("work", ".bentoml", "room-price.yaml")
 # What the flow must show on its way (regular expressions over its stdout).
-EXPECTED = (r"report: \S*work/report/index.html", r'"predictions": ?\[', r"modeldeploy-node +Ready", r"room-price +Healthy")
+EXPECTED = (r"report: \S*work/report/index.html", r'"predictions": ?\[', r"modeldeploy-node +Ready",
+            r"room-price +Healthy")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
