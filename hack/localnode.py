@@ -25,7 +25,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +245,7 @@ class RealNode:
         self.stop_process("kube-proxy")
         self.stop_process("containerd")
         self.kill_shims()
+        kill_pod_processes()
         self.unmount()
         remove_kubepods_cgroups()
         for p in self._created_shared():
@@ -269,6 +272,29 @@ class RealNode:
                 return
             for mp in sorted(set(points), key=len, reverse=True):
                 subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+def kill_pod_processes(timeout: float = 10.0) -> list[int]:
+    """SIGKILL whatever still runs in the kubepods cgroups, and wait until it is gone; return the pids.
+
+    Normally nothing: `crictl rmp` stopped every sandbox. But a sandbox whose creation was in flight when the
+    kubelet stopped is not listed yet, and once its shim is killed its pause (and containers) live on as orphans,
+    holding the cgroups (seen in `make demo`: a /pause left behind)."""
+    def pids() -> set[int]:
+        found: set[int] = set()
+        for procs in Path("/sys/fs/cgroup").glob("*/kubepods*/**/cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                found.update(int(x) for x in procs.read_text().split())
+        return found
+
+    killed = pids()
+    deadline = time.monotonic() + timeout
+    while (left := pids()) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    return sorted(killed)
 
 
 def remove_kubepods_cgroups() -> None:
