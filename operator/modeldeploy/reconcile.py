@@ -224,9 +224,8 @@ def _steps_condition(md: ModelDeployment, old: ModelDeploymentStatus, status: Mo
     message is new, and one when the canary enters a step whole pods cannot give."""
     msg = steps_approximate(md, router, stable_replicas)
     before = _condition(old.conditions, "StepsApproximate")
-    conds = [c for c in conds if c.type != "StepsApproximate"]
     if not msg:
-        return conds
+        return [c for c in conds if c.type != "StepsApproximate"]
     if before is None or before.message != msg:
         events.append(Event("Warning", "StepsApproximate", msg))
     elif status.canary is not None and status.current_step > 0 and (

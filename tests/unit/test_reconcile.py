@@ -65,8 +65,9 @@ def test_new_object_creates_deployment_and_service_and_is_pending() -> None:
     assert p.status.selector == "modeldeploy.io/name=room-price,modeldeploy.io/track=stable"
     cond = {c.type: c for c in p.status.conditions}
     assert cond["Ready"].status == "False" and cond["Progressing"].status == "True"
-    # Pending is the initial phase: nothing to announce but what was created (one Event for all).
-    assert [e.reason for e in p.events] == ["Created"]
+    # Pending is the initial phase: nothing to announce but what was created (one Event for all), and that
+    # the default steps (10, 25, 50) get 50 % each with 1 stable replica (see the StepsApproximate tests).
+    assert [e.reason for e in p.events] == ["Created", "StepsApproximate"]
 
 
 def test_steady_state_writes_nothing_and_is_idempotent() -> None:
@@ -76,9 +77,11 @@ def test_steady_state_writes_nothing_and_is_idempotent() -> None:
     assert p.status.phase == Phase.HEALTHY
     assert p.status.stable is not None and p.status.stable.image == "registry.example/room-price:2f1c"
     assert {c.type: c.status for c in p.status.conditions} == {
-        "Ready": "True", "Available": "True", "Progressing": "False", "Degraded": "False"}
+        "Ready": "True", "Available": "True", "Progressing": "False", "Degraded": "False",
+        "StepsApproximate": "True"}  # 2 stable replicas: 10 % and 25 % steps get 33 %
     assert (p.status.replicas, p.status.ready_replicas) == (2, 2)
-    assert [e.reason for e in p.events] == ["PhaseHealthy"]  # the first rollout: one Event says it
+    # The first rollout: one Event says it (and one that the steps are approximate).
+    assert [e.reason for e in p.events] == ["StepsApproximate", "PhaseHealthy"]
     # Feed the status back: a second pass (later) changes nothing at all, not even timestamps.
     m2 = m.model_copy(update={"status": p.status})
     p2 = plan(m2, steady(m2, 2), LATER)
@@ -187,7 +190,8 @@ def test_someone_elses_service_of_the_same_name_is_left_alone_and_reported() -> 
     cond = {c.type: c for c in p.status.conditions}["Degraded"]
     assert cond.reason == "NameConflict"
     assert "Service ml/room-price already exists" in cond.message and "kubectl-create" in cond.message
-    assert [e.reason for e in p.events if e.type == "Warning"] == ["NameConflict", "PhaseDegraded"]
+    assert [e.reason for e in p.events if e.type == "Warning"] == ["NameConflict", "StepsApproximate",
+                                                                    "PhaseDegraded"]
     # The next pass over the same world says nothing new: no Event storm while it lasts.
     again = plan(md_with_status(m, p), Observed(service=theirs), LATER)
     assert again.events == [] and again.status.phase == Phase.DEGRADED
@@ -272,9 +276,9 @@ def test_a_refused_child_write_is_degraded_with_the_servers_message_and_one_even
     assert [(e.reason, e.message) for e in p.events if e.reason == "ApplyFailed"] == [("ApplyFailed", QUOTA)]
     # Each retry refused the same way says nothing new; a different refusal gets its own Event.
     again = plan(md_with_status(m, p), Observed(apply_error=QUOTA), LATER)
-    assert again.status.phase == Phase.DEGRADED and again.events == []
+    assert again.status.phase == Phase.DEGRADED and [e for e in again.events if not e.of_writes] == []
     other = plan(md_with_status(m, p), Observed(apply_error="create Deployment ml/room-price: 500 boom"), LATER)
-    assert [e.reason for e in other.events] == ["ApplyFailed"]
+    assert [e.reason for e in other.events if not e.of_writes] == ["ApplyFailed"]
 
 
 def test_once_the_writes_succeed_the_degraded_condition_clears() -> None:
