@@ -427,7 +427,10 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
         reason="Ready" if ready else (degraded_reason or "RolloutInProgress"),
         message=f"{rs.ready if rs else 0}/{rs.desired if rs else 0} stable pods ready, revision {stable_rev.hash}",
         observed_generation=gen), now_s)
-    status.conditions = _steps_condition(md, old, status, router, current_stable, conds, gen, now_s, events)
+    # Under an HPA the stable never stays below minReplicas (a first pass sees no Deployment yet: 1).
+    sized = max(current_stable, md.spec.autoscaling.min_replicas) if md.spec.autoscaling_on and md.spec.autoscaling \
+        else current_stable
+    status.conditions = _steps_condition(md, old, status, router, sized, conds, gen, now_s, events)
 
     if rolled_out and (status.stable is None or status.stable.hash != stable_rev.hash):
         prev = status.stable

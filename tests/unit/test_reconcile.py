@@ -355,6 +355,9 @@ def test_autoscaled_steps_name_min_replicas_and_follow_the_current_size() -> Non
     m = md(autoscaling={"minReplicas": 2, "maxReplicas": 10})
     msg = conds(plan(m, steady(m, 2), NOW))["StepsApproximate"].message
     assert "with 2 stable replicas" in msg and "(autoscaling.minReplicas)" in msg and "10% gets 33%" in msg
+    # Before the Deployment exists: the HPA's minimum, not the Deployment's default of 1 (no second Event later).
+    assert conds(plan(m, Observed(), NOW))["StepsApproximate"].message == msg
+    assert "with 3 stable replicas" in conds(plan(m, steady(m, 3), NOW))["StepsApproximate"].message
 
 
 def test_each_step_the_canary_enters_that_whole_pods_miss_is_a_warning() -> None:
