@@ -866,7 +866,7 @@ class _StatusModel(_Model):
 
 
 class Condition(_StatusModel):
-    type: str = Field(description="Ready, Available, Progressing or Degraded.")
+    type: str = Field(description="Ready, Available, Progressing, Degraded or StepsApproximate.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(default="", description="CamelCase reason.")
     message: str = Field(default="", description="Human-readable detail.")
@@ -932,7 +932,8 @@ class ModelDeploymentStatus(_StatusModel):
     message: str = Field(default="", description="Why the object is in this phase.")
     observed_generation: int | None = Field(default=None, description="metadata.generation last acted on.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Available, Progressing, "
-                                                                          "Degraded.")
+                                                                          "Degraded; StepsApproximate while "
+                                                                          "whole pods miss canary steps.")
     stable: Revision | None = Field(default=None, description="The revision serving stable traffic.")
     stable_model: ModelSpec | None = Field(
         default=None, description="The full model spec of the stable revision, so the stable Deployment can be "

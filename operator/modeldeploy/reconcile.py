@@ -35,10 +35,23 @@ from modeldeploy.resources.hpa import build_hpa
 from modeldeploy.resources.pdb import build_pdb
 from modeldeploy.resources.service import build_service
 from modeldeploy.rollout.analysis import AnalysisResult
-from modeldeploy.rollout.engine import Decision, View, fmt_time, next_step, revision_of
-from modeldeploy.routers import router_for
+from modeldeploy.rollout.engine import Decision, View, fmt_time, next_step, parse_time, revision_of
+from modeldeploy.routers import (
+    MAX_SUGGESTED_REPLICAS,
+    STEP_TOLERANCE_POINTS,
+    TrafficRouter,
+    replicas_for_steps,
+    router_for,
+    step_shares,
+)
 
 Obj = dict[str, Any]
+
+# A missing reference (InvalidReference) is looked up again after a tenth of the time it has been
+# missing, within these bounds (seconds): a Secret created a minute late is seen within ~6 s, one
+# missing for an hour costs a GET every 5 min. See controller/observe.py for why not a watch.
+REFERENCE_RECHECK_MIN_SECONDS = 2.0
+REFERENCE_RECHECK_MAX_SECONDS = 300.0
 
 
 @dataclass
@@ -56,6 +69,10 @@ class Observed:
     problems: list[str] = field(default_factory=list)
     # When the canary was last measured within its step (the controller's memory; None after a restart).
     last_probe_at: datetime | None = None
+    # The API server's refusal of our last write of a child (4xx/5xx, e.g. a ResourceQuota or an admission
+    # webhook saying no), as status.message shows it; None once a pass wrote its children without one.
+    # The controller's memory, seeded after a restart from the status (`previous_apply_error`).
+    apply_error: str | None = None
 
 
 @dataclass
@@ -73,6 +90,8 @@ class Event:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    # Says what the pass's writes did (Created, UpdatedDeployment): posted only when they all succeeded.
+    of_writes: bool = False
 
 
 @dataclass
@@ -153,6 +172,73 @@ def set_condition(conditions: list[Condition], new: Condition, now: str) -> list
         out.append(new)
     order = {"Ready": 0, "Available": 1, "Progressing": 2, "Degraded": 3}
     return sorted(out, key=lambda c: order.get(c.type, 9))
+
+
+def _condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def reference_recheck(old: ModelDeploymentStatus, now: datetime) -> float:
+    """Seconds until a missing reference is looked up again: max(min, 1/10 of the time it has been
+    missing, by the InvalidReference Degraded condition's lastTransitionTime), capped."""
+    c = _condition(old.conditions, "Degraded")
+    since = parse_time(c.last_transition_time) if c is not None and c.status == "True" \
+        and c.reason == "InvalidReference" else None
+    missing_for = (now - since).total_seconds() if since is not None else 0.0
+    return min(REFERENCE_RECHECK_MAX_SECONDS, max(REFERENCE_RECHECK_MIN_SECONDS, missing_for / 10))
+
+
+def previous_apply_error(status: ModelDeploymentStatus) -> str | None:
+    """The apply error the status last reported (Degraded, ApplyFailed), if any: what a restarted
+    controller assumes until a pass writes the children again, so a restart neither clears the
+    condition before a retry succeeds nor repeats its Event."""
+    c = _condition(status.conditions, "Degraded")
+    return c.message if c is not None and c.status == "True" and c.reason == "ApplyFailed" else None
+
+
+def steps_approximate(md: ModelDeployment, router: TrafficRouter, stable_replicas: int) -> str:
+    """The StepsApproximate message: which canary steps whole pods cannot give within
+    STEP_TOLERANCE_POINTS at the stable's current size, and what to do; empty when none."""
+    steps = md.spec.rollout.canary.steps
+    if md.spec.rollout.strategy != "Canary" or stable_replicas <= 0:
+        return ""
+    off = [s for s in step_shares(router, steps, stable_replicas) if s.approximate]
+    if not off:
+        return ""
+    listed = ", ".join(f"{s.step}% gets {s.share}% ({s.canary} canary pod{'s' if s.canary != 1 else ''})"
+                       for s in off)
+    need = replicas_for_steps(router, steps)
+    where = "autoscaling.minReplicas" if md.spec.autoscaling_on else "spec.replicas"
+    more = f"run at least {need} stable replicas ({where})" if need else \
+        f"no stable size up to {MAX_SUGGESTED_REPLICAS} replicas gives them"
+    return (f"with {stable_replicas} stable replica{'s' if stable_replicas != 1 else ''}, the {router.name} router "
+            f"splits traffic by whole pods and misses these canary steps by more than {STEP_TOLERANCE_POINTS} "
+            f"points: {listed}; to get the steps as written, {more}, or split requests by weight with an L7 "
+            "router (rollout.canary.trafficRouter.gatewayAPI or istio)")
+
+
+def _steps_condition(md: ModelDeployment, old: ModelDeploymentStatus, status: ModelDeploymentStatus,
+                     router: TrafficRouter, stable_replicas: int, conds: list[Condition], gen: int,
+                     now_s: str, events: list[Event]) -> list[Condition]:
+    """StepsApproximate: a condition while it applies (gone when it does not), a Warning Event when its
+    message is new, and one when the canary enters a step whole pods cannot give."""
+    msg = steps_approximate(md, router, stable_replicas)
+    before = _condition(old.conditions, "StepsApproximate")
+    if not msg:
+        return [c for c in conds if c.type != "StepsApproximate"]
+    if before is None or before.message != msg:
+        events.append(Event("Warning", "StepsApproximate", msg))
+    elif status.canary is not None and status.current_step > 0 and (
+            status.current_step != old.current_step or old.canary is None or old.canary.hash != status.canary.hash):
+        steps = md.spec.rollout.canary.steps
+        share = step_shares(router, steps[status.current_step - 1:status.current_step], stable_replicas)[0]
+        if share.approximate:
+            events.append(Event("Warning", "StepApproximate",
+                                f"canary step {status.current_step}/{len(steps)} ({share.step}%) sends "
+                                f"{share.share}% of traffic to the canary ({share.canary} canary, {stable_replicas} "
+                                "stable pods): see the StepsApproximate condition"))
+    return set_condition(conds, Condition(type="StepsApproximate", status="True", reason="WholePods", message=msg,
+                                          observed_generation=gen), now_s)
 
 
 def name_conflicts(md: ModelDeployment, observed: Observed) -> list[tuple[str, str, Obj]]:
@@ -268,10 +354,11 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
     # What the writes will say: one Event for everything created in this pass, one per updated Deployment.
     created = [f"{a.kind} {a.name}" for a in actions if a.verb == "apply" and a.new]
     if created:
-        events.append(Event("Normal", "Created", "created " + ", ".join(created)))
+        events.append(Event("Normal", "Created", "created " + ", ".join(created), of_writes=True))
     for a in actions:
         if a.verb == "apply" and not a.new and a.kind == "Deployment":
-            events.append(Event("Normal", "UpdatedDeployment", f"updated Deployment {a.name} to match the spec"))
+            events.append(Event("Normal", "UpdatedDeployment", f"updated Deployment {a.name} to match the spec",
+                                of_writes=True))
     if decision.consume:  # requests handled (applied or ignored): removed after the status is written
         actions.append(Action("patch", KIND, md.name,
                               {"metadata": {"annotations": {a: None for a in decision.consume}}}))
@@ -293,17 +380,20 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
             f"{kind} {md.namespace}/{name} already exists and is not managed by this ModelDeployment "
             f"({owner_of(obj)}): rename the ModelDeployment, or delete or rename the {kind}"
             for kind, name, obj in conflicts)
-        old_degraded = next((c for c in old.conditions if c.type == "Degraded"), None)
-        if old_degraded is None or old_degraded.reason != degraded_reason or old_degraded.message != degraded_msg:
-            events.append(Event("Warning", "NameConflict", degraded_msg))
     elif observed.problems:
         degraded_reason, degraded_msg = "InvalidReference", "; ".join(observed.problems)
+    elif observed.apply_error:
+        degraded_reason, degraded_msg = "ApplyFailed", observed.apply_error
     elif rs and rs.deadline_exceeded:
         degraded_reason = "ProgressDeadlineExceeded"
         degraded_msg = (f"revision {stable_rev.hash} ({stable_rev.image}) made no progress for "
                         f"{md.spec.progress_deadline_seconds}s: {rs.ready}/{rs.desired} pods ready; "
                         f"check the pods' events (kubectl describe pods -l {LABEL_NAME}={md.name}): a missing "
                         "Secret or ConfigMap shows as CreateContainerConfigError, a bad image as ErrImagePull")
+    old_degraded = _condition(old.conditions, "Degraded")
+    if degraded_reason in ("NameConflict", "ApplyFailed") and (  # one Event per new message, not one per retry
+            old_degraded is None or old_degraded.reason != degraded_reason or old_degraded.message != degraded_msg):
+        events.append(Event("Warning", degraded_reason, degraded_msg))
 
     available = bool(rs and (rs.available >= 1 or rs.desired == 0))
     rolled_out = bool(rs and template_current and rs.rolled_out)
@@ -337,7 +427,10 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
         reason="Ready" if ready else (degraded_reason or "RolloutInProgress"),
         message=f"{rs.ready if rs else 0}/{rs.desired if rs else 0} stable pods ready, revision {stable_rev.hash}",
         observed_generation=gen), now_s)
-    status.conditions = conds
+    # Under an HPA the stable never stays below minReplicas (a first pass sees no Deployment yet: 1).
+    sized = max(current_stable, md.spec.autoscaling.min_replicas) if md.spec.autoscaling_on and md.spec.autoscaling \
+        else current_stable
+    status.conditions = _steps_condition(md, old, status, router, sized, conds, gen, now_s, events)
 
     if rolled_out and (status.stable is None or status.stable.hash != stable_rev.hash):
         prev = status.stable
@@ -369,6 +462,9 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
                             f"Phase{phase.value}", f"{old.phase.value} -> {phase.value}: {message}"))
     status.phase, status.message = phase, message
     requeue = None if decision.analysis_due_in is None else max(0.2, decision.analysis_due_in)
+    if degraded_reason == "InvalidReference":
+        recheck = reference_recheck(old, now)
+        requeue = recheck if requeue is None else min(requeue, recheck)
     return Plan(actions, status, events, decision=decision, requeue_after=requeue,
                 conflicts=[(kind, name) for kind, name, _ in conflicts])
 

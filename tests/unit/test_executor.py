@@ -3,14 +3,16 @@ everything else in plan order."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
+from kubernetes.client.rest import ApiException
 
-from modeldeploy.controller.executor import Executor, concurrent_creates
+from modeldeploy.controller.executor import ApplyFailed, Executor, concurrent_creates
 from modeldeploy.k8s import Kube
 from modeldeploy.reconcile import Event, Observed, plan
 from tests.unit.helpers import md
@@ -23,8 +25,9 @@ DELAY = 0.3  # each write "takes" this long, as a loaded API server's answer doe
 class SlowKube:
     """Records writes; each takes DELAY. No server: the executor's own ordering is what is tested."""
 
-    def __init__(self, fail_kind: str = "") -> None:
+    def __init__(self, fail_kind: str = "", refusal: ApiException | None = None) -> None:
         self.fail_kind = fail_kind
+        self.refusal = refusal  # what the API server answers a write of fail_kind (else a RuntimeError)
         self.calls: list[tuple[str, str, float, float]] = []
         self.lock = threading.Lock()
         self.cached: dict[str, Any] = {}
@@ -44,6 +47,8 @@ class SlowKube:
         with self.lock:
             self.calls.append((verb, kind, t0, time.monotonic()))
         if kind == self.fail_kind:
+            if self.refusal is not None:
+                raise self.refusal
             raise RuntimeError(f"{kind} refused")
         return {"metadata": {"resourceVersion": "7"}}
 
@@ -102,11 +107,11 @@ def test_updates_keep_the_plans_order() -> None:
 def test_a_failed_background_create_is_forgotten_and_its_owner_retried() -> None:
     m, p = _fresh()
     kube = SlowKube(fail_kind="Service")
-    retried: list[tuple[str, str]] = []
-    ex = Executor(cast(Kube, kube), on_create_failed=lambda ns, name: retried.append((ns, name)))
+    retried: list[tuple[str, str, str]] = []
+    ex = Executor(cast(Kube, kube), on_create_failed=lambda ns, name, msg: retried.append((ns, name, msg)))
     ex.execute(m, p)
     ex.close()
-    assert retried == [(m.namespace, m.name)]
+    assert retried == [(m.namespace, m.name, "")]
     assert "Service" not in kube.cached  # the next pass asks the server, and creates it again
 
 
@@ -159,3 +164,65 @@ def test_one_objects_events_are_posted_in_order() -> None:
         ex.run(m, {"metadata": m.metadata}, p)
     ex.close()
     assert [c[1] for c in kube.calls if c[0] == "event"] == reasons
+
+
+QUOTA = ('deployments.apps "room-price" is forbidden: exceeded quota: q, requested: count/deployments.apps=1, '
+         'used: count/deployments.apps=0, limited: count/deployments.apps=0')
+
+
+def forbidden(message: str = QUOTA) -> ApiException:
+    e = ApiException(status=403, reason="Forbidden")
+    e.body = json.dumps({"kind": "Status", "status": "Failure", "message": message, "reason": "Forbidden", "code": 403})
+    return e
+
+
+def test_a_refused_write_is_raised_with_the_servers_message_and_stops_the_pass() -> None:
+    m, p = _fresh()
+    for a in p.actions:
+        a.new = False
+    kube = SlowKube(fail_kind="Deployment", refusal=forbidden())
+    with pytest.raises(ApplyFailed) as e:
+        Executor(cast(Kube, kube)).execute(m, p)
+    assert e.value.message == f"apply Deployment ml/room-price: 403 Forbidden: {QUOTA}"
+    assert [c[1] for c in kube.calls] == ["Deployment"]  # nothing after the refused write
+
+
+def test_a_refused_create_says_create_and_a_body_without_a_status_still_gives_the_reason() -> None:
+    m, p = _fresh()
+    e = ApiException(status=500, reason="Internal Server Error")
+    with pytest.raises(ApplyFailed, match=r"^create Deployment ml/room-price: 500 Internal Server Error$"):
+        Executor(cast(Kube, SlowKube(fail_kind="Deployment", refusal=e))).execute(m, p, background_creates=False)
+
+
+def test_a_refused_pass_keeps_its_status_write_and_posts_only_the_events_of_what_happened() -> None:
+    m, p = _fresh()
+    p.events.append(Event("Warning", "ApplyFailed", "earlier refusal"))
+    assert [e.reason for e in p.events if e.of_writes] == ["Created"]
+    kube = SlowKube(fail_kind="Deployment", refusal=forbidden())
+    ex = Executor(cast(Kube, kube))
+    with pytest.raises(ApplyFailed) as e:
+        ex.run(m, {"metadata": m.metadata}, p)
+    ex.close()
+    assert e.value.status_rv == "7"  # the status write went through: its watch event is ours
+    posted = [c[1] for c in kube.calls if c[0] == "event"]
+    assert "Created" not in posted and "ApplyFailed" in posted
+
+
+def test_a_background_create_refused_reports_the_servers_message() -> None:
+    m, p = _fresh()
+    retried: list[str] = []
+    ex = Executor(cast(Kube, SlowKube(fail_kind="Service", refusal=forbidden("services is forbidden: quota"))),
+                  on_create_failed=lambda ns, name, msg: retried.append(msg))
+    ex.execute(m, p)
+    ex.close()
+    assert retried == ["create Service ml/room-price: 403 Forbidden: services is forbidden: quota"]
+
+
+def test_retrying_waits_for_every_create() -> None:
+    m, p = _fresh()
+    kube = SlowKube(fail_kind="Service", refusal=forbidden("services is forbidden: quota"))
+    ex = Executor(cast(Kube, kube))
+    with pytest.raises(ApplyFailed, match="services is forbidden"):  # the pass fails as a whole
+        ex.execute(m, p, background_creates=False)
+    ex.close()
+    assert [c[1] for c in kube.calls] == ["Deployment", "Service"] and not kube.cached

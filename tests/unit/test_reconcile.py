@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modeldeploy.api import ModelDeployment, Phase
-from modeldeploy.reconcile import Observed, plan
+from modeldeploy.api import ModelDeployment, Phase, TrafficRouter
+from modeldeploy.reconcile import (
+    REFERENCE_RECHECK_MAX_SECONDS,
+    REFERENCE_RECHECK_MIN_SECONDS,
+    Observed,
+    plan,
+    previous_apply_error,
+    reference_recheck,
+)
 from modeldeploy.resources.deployment import build_deployment
 from modeldeploy.resources.hpa import build_hpa
 from modeldeploy.resources.pdb import build_pdb
 from modeldeploy.resources.service import build_service
-from tests.unit.helpers import md
+from tests.unit.helpers import V2, World, md
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 LATER = datetime(2026, 11, 26, 12, 5, 0, tzinfo=UTC)
@@ -58,8 +65,9 @@ def test_new_object_creates_deployment_and_service_and_is_pending() -> None:
     assert p.status.selector == "modeldeploy.io/name=room-price,modeldeploy.io/track=stable"
     cond = {c.type: c for c in p.status.conditions}
     assert cond["Ready"].status == "False" and cond["Progressing"].status == "True"
-    # Pending is the initial phase: nothing to announce but what was created (one Event for all).
-    assert [e.reason for e in p.events] == ["Created"]
+    # Pending is the initial phase: nothing to announce but what was created (one Event for all), and that
+    # the default steps (10, 25, 50) get 50 % each with 1 stable replica (see the StepsApproximate tests).
+    assert [e.reason for e in p.events] == ["Created", "StepsApproximate"]
 
 
 def test_steady_state_writes_nothing_and_is_idempotent() -> None:
@@ -69,9 +77,11 @@ def test_steady_state_writes_nothing_and_is_idempotent() -> None:
     assert p.status.phase == Phase.HEALTHY
     assert p.status.stable is not None and p.status.stable.image == "registry.example/room-price:2f1c"
     assert {c.type: c.status for c in p.status.conditions} == {
-        "Ready": "True", "Available": "True", "Progressing": "False", "Degraded": "False"}
+        "Ready": "True", "Available": "True", "Progressing": "False", "Degraded": "False",
+        "StepsApproximate": "True"}  # 2 stable replicas: 10 % and 25 % steps get 33 %
     assert (p.status.replicas, p.status.ready_replicas) == (2, 2)
-    assert [e.reason for e in p.events] == ["PhaseHealthy"]  # the first rollout: one Event says it
+    # The first rollout: one Event says it (and one that the steps are approximate).
+    assert [e.reason for e in p.events] == ["StepsApproximate", "PhaseHealthy"]
     # Feed the status back: a second pass (later) changes nothing at all, not even timestamps.
     m2 = m.model_copy(update={"status": p.status})
     p2 = plan(m2, steady(m2, 2), LATER)
@@ -180,7 +190,8 @@ def test_someone_elses_service_of_the_same_name_is_left_alone_and_reported() -> 
     cond = {c.type: c for c in p.status.conditions}["Degraded"]
     assert cond.reason == "NameConflict"
     assert "Service ml/room-price already exists" in cond.message and "kubectl-create" in cond.message
-    assert [e.reason for e in p.events if e.type == "Warning"] == ["NameConflict", "PhaseDegraded"]
+    assert [e.reason for e in p.events if e.type == "Warning"] == ["NameConflict", "StepsApproximate",
+                                                                    "PhaseDegraded"]
     # The next pass over the same world says nothing new: no Event storm while it lasts.
     again = plan(md_with_status(m, p), Observed(service=theirs), LATER)
     assert again.events == [] and again.status.phase == Phase.DEGRADED
@@ -245,3 +256,118 @@ def test_not_ready_while_the_service_create_is_still_in_flight() -> None:
     assert p.status.phase != Phase.HEALTHY
     assert {c.type: c.status for c in p.status.conditions}["Ready"] == "False"
     assert ("apply", "Service") not in kinds(p)  # and it is not created twice
+
+
+# -- what admission cannot know: a child write the API server refuses ----------------------------
+QUOTA = ('create Deployment ml/room-price: 403 Forbidden: deployments.apps "room-price" is forbidden: exceeded '
+         'quota: no-deployments, requested: count/deployments.apps=1, used: count/deployments.apps=0, limited: '
+         'count/deployments.apps=0')
+
+
+def test_a_refused_child_write_is_degraded_with_the_servers_message_and_one_event() -> None:
+    m = md(rollout={"strategy": "Rolling"})
+    p = plan(m, Observed(apply_error=QUOTA), NOW)
+    assert ("apply", "Deployment") in kinds(p)  # still tried again (the controller backs off between passes)
+    assert p.status.phase == Phase.DEGRADED and p.status.message == QUOTA
+    cond = {c.type: c for c in p.status.conditions}
+    assert (cond["Degraded"].status, cond["Degraded"].reason, cond["Degraded"].message) == ("True", "ApplyFailed",
+                                                                                             QUOTA)
+    assert cond["Ready"].status == "False"
+    assert [(e.reason, e.message) for e in p.events if e.reason == "ApplyFailed"] == [("ApplyFailed", QUOTA)]
+    # Each retry refused the same way says nothing new; a different refusal gets its own Event.
+    again = plan(md_with_status(m, p), Observed(apply_error=QUOTA), LATER)
+    assert again.status.phase == Phase.DEGRADED and [e for e in again.events if not e.of_writes] == []
+    other = plan(md_with_status(m, p), Observed(apply_error="create Deployment ml/room-price: 500 boom"), LATER)
+    assert [e.reason for e in other.events if not e.of_writes] == ["ApplyFailed"]
+
+
+def test_once_the_writes_succeed_the_degraded_condition_clears() -> None:
+    m = md(rollout={"strategy": "Rolling"}, replicas=2)
+    failing = plan(m, Observed(apply_error=QUOTA), NOW)
+    p = plan(md_with_status(m, failing), steady(m, 2), LATER)
+    cond = {c.type: c for c in p.status.conditions}
+    assert cond["Degraded"].status == "False" and p.status.phase == Phase.HEALTHY
+    assert not [e for e in p.events if e.type == "Warning"]
+
+
+def test_a_restarted_controller_keeps_the_reported_apply_error_until_a_pass_succeeds() -> None:
+    m = md(rollout={"strategy": "Rolling"})
+    assert previous_apply_error(m.status) is None
+    p = plan(m, Observed(apply_error=QUOTA), NOW)
+    assert previous_apply_error(md_with_status(m, p).status) == QUOTA
+    healthy = plan(m, steady(m), NOW)
+    assert previous_apply_error(md_with_status(m, healthy).status) is None
+
+
+def test_created_events_are_only_for_writes_that_happen() -> None:
+    p = plan(md(rollout={"strategy": "Rolling"}), Observed(apply_error=QUOTA), NOW)
+    assert [e.of_writes for e in p.events if e.reason == "Created"] == [True]
+    assert not any(e.of_writes for e in p.events if e.reason != "Created")
+
+
+# -- a missing reference is looked up again soon, then less often ---------------------------------
+def test_a_missing_reference_is_rechecked_after_a_tenth_of_the_time_it_has_been_missing() -> None:
+    m = md(rollout={"strategy": "Rolling"})
+    problem = Observed(problems=["ServiceAccount 'sa' (spec.model.serviceAccountName) does not exist"])
+    first = plan(m, problem, NOW)
+    assert first.status.phase == Phase.DEGRADED and first.requeue_after == REFERENCE_RECHECK_MIN_SECONDS
+    since = md_with_status(m, first)
+    assert reference_recheck(since.status, NOW + timedelta(seconds=10)) == REFERENCE_RECHECK_MIN_SECONDS
+    assert plan(since, problem, NOW + timedelta(seconds=60)).requeue_after == 6.0
+    assert reference_recheck(since.status, NOW + timedelta(hours=5)) == REFERENCE_RECHECK_MAX_SECONDS
+    assert plan(m, steady(m), NOW).requeue_after is None  # nothing missing: no re-check
+
+
+# -- honest steps ------------------------------------------------------------------------------------
+def conds(p: Any) -> dict[str, Any]:
+    return {c.type: c for c in p.status.conditions}
+
+
+def test_steps_whole_pods_cannot_give_are_a_condition_and_a_warning_at_apply() -> None:
+    m = md(replicas=1)  # the default steps 10, 25, 50
+    p = plan(m, steady(m), NOW)
+    c = conds(p)["StepsApproximate"]
+    assert (c.status, c.reason) == ("True", "WholePods")
+    assert "with 1 stable replica" in c.message and "10% gets 50% (1 canary pod), 25% gets 50% (1 canary pod)" \
+        in c.message and "50% gets" not in c.message
+    assert "run at least 6 stable replicas (spec.replicas)" in c.message and "gatewayAPI or istio" in c.message
+    assert [e.message for e in p.events if e.reason == "StepsApproximate"] == [c.message]
+    assert [e.type for e in p.events if e.reason == "StepsApproximate"] == ["Warning"]
+    again = plan(md_with_status(m, p), steady(m), LATER)  # no news: no Event again
+    assert "StepsApproximate" in conds(again) and not [e for e in again.events if e.reason == "StepsApproximate"]
+
+
+def test_the_steps_condition_goes_away_when_it_no_longer_applies() -> None:
+    m = md(replicas=1)
+    p = plan(m, steady(m), NOW)
+    assert "StepsApproximate" in conds(p)
+    bigger = md_with_status(m, p).model_copy(deep=True)
+    bigger.spec.replicas = 6
+    assert "StepsApproximate" not in conds(plan(bigger, steady(bigger, 6), LATER))
+    l7 = md_with_status(m, p).model_copy(deep=True)
+    l7.spec.rollout.canary.traffic_router = TrafficRouter(gateway_api={"parentRefs": [{"name": "gw"}]})
+    assert "StepsApproximate" not in conds(plan(l7, steady(l7), LATER))
+    rolling = md(replicas=1, rollout={"strategy": "Rolling"})
+    assert "StepsApproximate" not in conds(plan(rolling, steady(rolling), NOW))
+
+
+def test_autoscaled_steps_name_min_replicas_and_follow_the_current_size() -> None:
+    m = md(autoscaling={"minReplicas": 2, "maxReplicas": 10})
+    msg = conds(plan(m, steady(m, 2), NOW))["StepsApproximate"].message
+    assert "with 2 stable replicas" in msg and "(autoscaling.minReplicas)" in msg and "10% gets 33%" in msg
+    # Before the Deployment exists: the HPA's minimum, not the Deployment's default of 1 (no second Event later).
+    assert conds(plan(m, Observed(), NOW))["StepsApproximate"].message == msg
+    assert "with 3 stable replicas" in conds(plan(m, steady(m, 3), NOW))["StepsApproximate"].message
+
+
+def test_each_step_the_canary_enters_that_whole_pods_miss_is_a_warning() -> None:
+    w = World(replicas=1)  # steps 10, 50: with 1 stable, 10 % gets 50 %
+    w.settle()
+    assert "StepsApproximate" in {c["type"] for c in w.status["conditions"]}
+    w.set_model(V2)
+    p = w.step()
+    assert w.status["currentStep"] == 1
+    assert [e.message for e in p.events if e.reason == "StepApproximate"] == [
+        "canary step 1/2 (10%) sends 50% of traffic to the canary (1 canary, 1 stable pods): see the "
+        "StepsApproximate condition"]
+    assert not [e for e in w.step().events if e.reason == "StepApproximate"]  # same step: said once

@@ -29,12 +29,12 @@ from modeldeploy import KIND, opmetrics
 from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.config import Settings
 from modeldeploy.controller.analysis import AnalysisRunner
-from modeldeploy.controller.executor import Executor, NameTaken
+from modeldeploy.controller.executor import ApplyFailed, Executor, NameTaken
 from modeldeploy.controller.leader import LeaderElector, LeaseConfig
 from modeldeploy.controller.observe import Observer
 from modeldeploy.controller.queue import Key, WorkQueue
 from modeldeploy.k8s import Conflict, Kube
-from modeldeploy.reconcile import plan, view_of
+from modeldeploy.reconcile import Plan, plan, previous_apply_error, view_of
 from modeldeploy.resources.common import child_names
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 class Result:
     requeue_after: float | None = None  # seconds; None = only on the next event or resync
     error: bool = False                 # an exception: retry with exponential backoff
-    backoff: bool = False               # a semantic problem: retry with exponential backoff
+    backoff: bool = False               # a name conflict: retry with exponential backoff
+    problem: bool = False               # a missing reference: look again when the plan says (not backed off)
     conflict: bool = False              # our status write lost to a newer version: re-read and retry now
 
 
@@ -58,6 +59,9 @@ class Controller:
         self.queue = WorkQueue()
         self.known: set[Key] = set()
         self.failures: dict[Key, int] = {}
+        # The API server's refusal of each object's last child write (None: the last pass wrote them all);
+        # a key not in it has not been worked on by this process yet (see `_apply_error`).
+        self.apply_errors: dict[Key, str | None] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
@@ -85,11 +89,24 @@ class Controller:
         else:
             self.queue.add(key)
 
-    def _create_failed(self, namespace: str, name: str) -> None:
-        """A child create the executor did not wait for failed (in a thread): retry the owner, backing off."""
-        key = (namespace, name)
+    def _create_failed(self, namespace: str, name: str, message: str) -> None:
+        """A child create the executor did not wait for failed (in a thread): remember the server's message
+        (the next plan reports it) and retry the owner, backing off."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.queue.add_backoff, key, self.settings.backoff_base_seconds)
+            self._loop.call_soon_threadsafe(self._retry_failed_create, (namespace, name), message)
+
+    def _retry_failed_create(self, key: Key, message: str) -> None:
+        if key not in self.known:
+            return  # deleted meanwhile
+        if message:
+            self.apply_errors[key] = message
+        self.queue.add_backoff(key, self._backoff(key))
+
+    def _backoff(self, key: Key) -> float:
+        """Count one more failure of `key`; the delay before its retry: doubling from base, capped at max."""
+        n = self.failures.get(key, 0) + 1
+        self.failures[key] = n
+        return float(min(self.settings.backoff_base_seconds * 2 ** (n - 1), self.settings.backoff_max_seconds))
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -97,6 +114,7 @@ class Controller:
         self.own_writes.pop(key, None)
         self.kube.forget_names(namespace, child_names(name))
         self.failures.pop(key, None)
+        self.apply_errors.pop(key, None)
         self.analysis.forget(key)
         self.queue.forget(key)
         opmetrics.MANAGED.set(len(self.known))
@@ -166,10 +184,7 @@ class Controller:
                 self.queue.add(key)
                 continue
             if result.error or result.backoff:
-                n = self.failures.get(key, 0) + 1
-                self.failures[key] = n
-                delay = min(self.settings.backoff_base_seconds * 2 ** (n - 1), self.settings.backoff_max_seconds)
-                self.queue.add_backoff(key, delay)
+                self.queue.add_backoff(key, self._backoff(key))
                 continue
             self.failures.pop(key, None)
             if result.requeue_after is not None:  # e.g. the next canary analysis is due then
@@ -182,7 +197,7 @@ class Controller:
             return Result()
         try:
             result = self._reconcile(key)
-            opmetrics.RECONCILES.labels("backoff" if result.backoff else "ok").inc()
+            opmetrics.RECONCILES.labels("backoff" if result.backoff or result.problem else "ok").inc()
             return result
         except Conflict as e:
             # Our status write was based on an old read (another replica, or a user, wrote since):
@@ -193,6 +208,11 @@ class Controller:
             opmetrics.RECONCILES.labels("conflict").inc()
             log.info("reconcile %s/%s: %s; retrying on a fresh read", *key, e)
             return Result(conflict=True)
+        except ApplyFailed as e:
+            opmetrics.RECONCILES.labels("error").inc()
+            opmetrics.RECONCILE_ERRORS.labels("ApplyFailed").inc()
+            log.warning("reconcile %s/%s: %s", *key, e.message)
+            return Result(error=True)  # the next pass reports it (Degraded, ApplyFailed), after a backoff
         except NameTaken as e:
             # The object is now in the cache: the next plan sees it and reports the NameConflict.
             opmetrics.RECONCILES.labels("conflict").inc()
@@ -214,6 +234,29 @@ class Controller:
         finally:
             opmetrics.RECONCILE_DURATION.observe(time.perf_counter() - t0)
 
+    def _apply_error(self, key: Key, md: ModelDeployment) -> str | None:
+        """The refusal the next plan reports: this process's memory, or on its first pass for `key`
+        what the status last said (a restart neither clears the condition early nor repeats its Event)."""
+        if key not in self.apply_errors:
+            self.apply_errors[key] = previous_apply_error(md.status)
+        return self.apply_errors[key]
+
+    def _execute(self, key: Key, md: ModelDeployment, body: dict, p: Plan, retrying: bool) -> bool:
+        """Run the plan, remembering a refused child write (raised on); True when this pass wrote what an
+        earlier one could not. `retrying`: creates are waited for, so the pass fails or succeeds as a whole."""
+        try:
+            written = self.executor.run(md, body, p, background_creates=not retrying)
+        except ApplyFailed as e:
+            if e.status_rv:
+                self.own_writes[key] = e.status_rv  # its watch event is still only our own write
+            self.apply_errors[key] = e.message
+            raise
+        if written is not None:
+            self.own_writes[key] = written
+        recovered = self.apply_errors.get(key) is not None
+        self.apply_errors[key] = None
+        return recovered
+
     def _reconcile(self, key: Key) -> Result:
         namespace, name = key
         body = self.kube.get(KIND, namespace, name)
@@ -230,16 +273,19 @@ class Controller:
 
         observed = self.observer.observe(md)
         observed.last_probe_at = self.analysis.last_probe.get(key)
+        observed.apply_error = self._apply_error(key, md)
         now = datetime.now(UTC).replace(microsecond=0)
         analysis = self.analysis.measure(key, md, view_of(md, observed), now)
         p = plan(md, observed, now, analysis)
-        written = self.executor.run(md, body, p)
-        if written is not None:
-            self.own_writes[key] = written
+        recovered = self._execute(key, md, body, p, retrying=bool(observed.apply_error or self.failures.get(key)))
         for kind, child in p.conflicts:  # someone else's: not watched, so read it again before the retry
             self.kube.forget(kind, namespace, child)
-        if observed.problems or p.conflicts:
+        if recovered:
+            return Result(requeue_after=0)  # wrote what failed before: plan again now, to clear Degraded
+        if p.conflicts:
             return Result(requeue_after=self.settings.backoff_base_seconds, backoff=True)
+        if observed.problems:  # not backed off: the plan says when to look again (reconcile.reference_recheck)
+            return Result(requeue_after=p.requeue_after, problem=True)
         if p.requeue_after is not None:
             return Result(requeue_after=p.requeue_after)
         return Result()

@@ -18,6 +18,13 @@ still comes before them, also on a new object's first pass: a write from a stale
 409 and nothing else is written (tests/integration/test_leader.py); writing it alongside the
 creates was tried and broke that.
 
+A child write the API server refuses (4xx/5xx: a ResourceQuota, an admission webhook, an invalid
+field) stops the pass at that write and is raised as `ApplyFailed` with the server's own message,
+which the controller keeps for the next plan (Degraded, reason ApplyFailed) and retries with
+backoff. While an object has such an error its creates are not left running in the background:
+each pass then fails (or succeeds) as a whole, so the backoff grows and the condition clears only
+after a pass that wrote everything.
+
 Events are best effort and nothing waits for them: they are posted in the background, in order
 per object (one lane per object, a few lanes in all), so a reconcile does not hold its worker for
 them.
@@ -25,10 +32,13 @@ them.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
+
+from kubernetes.client.rest import ApiException
 
 from modeldeploy import opmetrics
 from modeldeploy.api import ModelDeployment, Phase
@@ -63,9 +73,33 @@ class NameTaken(Exception):
     """A create found someone else's object of that name: nothing was written; plan again on what is there."""
 
 
+class ApplyFailed(Exception):
+    """The API server refused a write of a child: `message` is what status says; `status_rv` the
+    resourceVersion of this pass's status write, if it made one (so its watch event is known as ours)."""
+
+    def __init__(self, message: str, status_rv: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_rv = status_rv
+
+
+def refusal(action: Action, namespace: str, e: ApiException) -> str:
+    """The server's own words for a refused write, e.g. 'create Deployment ml/x: 403 Forbidden: deployments.apps
+    "x" is forbidden: exceeded quota: ...' (from the Status body's message when there is one)."""
+    message = ""
+    try:
+        body = json.loads(e.body) if e.body else {}
+        message = str(body.get("message") or "") if isinstance(body, dict) else ""
+    except (TypeError, ValueError):
+        message = str(e.body or "")[:500]
+    verb = "create" if action.verb == "apply" and action.new else "apply" if action.verb == "handover" else action.verb
+    said = f"{verb} {action.kind} {namespace}/{action.name}: {e.status} {e.reason}"
+    return f"{said}: {message}" if message else said
+
+
 class Executor:
     def __init__(self, kube: Kube, workers: int = 16,
-                 on_create_failed: Callable[[str, str], None] | None = None) -> None:
+                 on_create_failed: Callable[[str, str, str], None] | None = None) -> None:
         self.kube = kube
         # Shared by all reconciles: the creates a pass does not wait for, and a second Deployment's.
         # One per worker; more do not help: the API server allocates ClusterIPs one at a time
@@ -82,19 +116,27 @@ class Executor:
         for lane in self._event_lanes:
             lane.shutdown(wait=True)
 
-    def run(self, md: ModelDeployment, body: dict, p: Plan) -> str | None:
-        """Carry out the plan; returns the resourceVersion of our status write, if one was made."""
+    def run(self, md: ModelDeployment, body: dict, p: Plan, background_creates: bool = True) -> str | None:
+        """Carry out the plan; returns the resourceVersion of our status write, if one was made.
+        A refused child write raises `ApplyFailed` after the plan's Events and metrics are out."""
         written_rv = None
         # Status first: it is the record of the rollout state. If we crash after this, the next
         # reconcile re-derives the same objects from it; the other order could repeat a step. And
         # it is the optimistic lock: a decision made on a stale read stops here, with 409.
         if status_changed(md.status, p.status):
             written_rv = self._write_status(md, p)
-        self.execute(md, p)
-        if p.events:
-            lane = self._event_lanes[hash((md.namespace, md.name)) % len(self._event_lanes)]
-            lane.submit(self._post_events, body, list(p.events))
-        self.export_metrics(md, p)
+        events = list(p.events)
+        try:
+            self.execute(md, p, background_creates=background_creates)
+        except ApplyFailed as e:
+            e.status_rv = written_rv
+            events = [ev for ev in events if not ev.of_writes]  # those writes did not all happen
+            raise
+        finally:
+            if events:
+                lane = self._event_lanes[hash((md.namespace, md.name)) % len(self._event_lanes)]
+                lane.submit(self._post_events, body, events)
+            self.export_metrics(md, p)
         return written_rv
 
     def _write_status(self, md: ModelDeployment, p: Plan) -> str:
@@ -111,22 +153,29 @@ class Executor:
             except Exception:  # best effort (Kube.event already swallows API errors): never lose the lane
                 log.exception("could not post event %s", ev.reason)
 
-    def execute(self, md: ModelDeployment, p: Plan) -> None:
-        namespace, name = md.namespace, md.name
-        n = concurrent_creates(p.actions)
+    def execute(self, md: ModelDeployment, p: Plan, background_creates: bool = True) -> None:
+        """The plan's child writes, in order; the first one refused raises `ApplyFailed` (nothing after it
+        runs). `background_creates=False`: wait for every create (an object whose last pass failed)."""
+        n = concurrent_creates(p.actions) if background_creates else 0
         if n:
             deployments = [a for a in p.actions[:n] if a.kind == "Deployment"]
             for a in p.actions[:n]:
                 if a.kind != "Deployment":
                     assert a.body is not None
                     self.kube.observe(a.kind, "ADDED", a.body)  # in flight: the next pass leaves it alone
-                    self._creates.submit(self._apply, md, a).add_done_callback(partial(self._created, md, a))
-            futures = [self._creates.submit(self._apply, md, a) for a in deployments[1:]]
+                    self._creates.submit(self._write, md, a).add_done_callback(partial(self._created, md, a))
+            futures = [self._creates.submit(self._write, md, a) for a in deployments[1:]]
             if deployments:
-                self._apply(md, deployments[0])
+                self._write(md, deployments[0])
             for f in futures:
                 f.result()
         for action in p.actions[n:]:
+            self._write(md, action)
+
+    def _write(self, md: ModelDeployment, action: Action) -> None:
+        """One child write; a refusal by the API server becomes `ApplyFailed` with its message."""
+        namespace, name = md.namespace, md.name
+        try:
             if action.verb == "apply":
                 self._apply(md, action)
             elif action.verb == "handover":
@@ -143,6 +192,10 @@ class Executor:
             else:
                 self.kube.delete(action.kind, namespace, action.name)
                 log.info("%s/%s: deleted %s %s", namespace, name, action.kind, action.name)
+        except ApiException as e:
+            if e.status == 403 and "NamespaceTerminating" in str(e.body):
+                raise  # not a refusal to report: the namespace is going away (controller.core)
+            raise ApplyFailed(refusal(action, namespace, e)) from e
 
     def ensure_absent(self, md: ModelDeployment, kind: str, name: str) -> None:
         """Before a create: a forced apply would take over an object of that name that is not ours.
@@ -160,7 +213,8 @@ class Executor:
                  action.name)
 
     def _created(self, md: ModelDeployment, action: Action, f: Future[None]) -> None:
-        """A create the pass did not wait for has finished: on failure, forget it and retry the owner."""
+        """A create the pass did not wait for has finished: on failure, forget it and retry the owner
+        (with the server's message when it refused the create)."""
         e = f.exception()
         if e is None:
             return
@@ -168,7 +222,7 @@ class Executor:
         opmetrics.RECONCILE_ERRORS.labels(type(e).__name__).inc()
         log.warning("%s/%s: create of %s %s failed: %s", md.namespace, md.name, action.kind, action.name, e)
         if self.on_create_failed is not None:
-            self.on_create_failed(md.namespace, md.name)
+            self.on_create_failed(md.namespace, md.name, e.message if isinstance(e, ApplyFailed) else "")
 
     def export_metrics(self, md: ModelDeployment, p: Plan) -> None:
         ns, name = md.namespace, md.name

@@ -11,6 +11,18 @@ Deployment's status, as a rollout that makes no progress: Degraded with Progress
 for the stable, a canary rolled back at its deadline. The operator does not watch pods, so it says
 no more than that. A missing ServiceAccount is still checked here (reading one is harmless, and
 without it the ReplicaSet cannot even create the pods).
+
+How a reference that appears is noticed within seconds. For the model's env and pull Secrets the
+kubelet retries the pods, and their Deployment's status change is a watch event that reconciles at
+once. For what this module finds missing (the ServiceAccount, the Prometheus credentials Secret)
+the choice was a bounded re-check, not a watch: a re-check after max(2 s, 1/10 of the time it has
+been missing), at most every 5 min (`reconcile.reference_recheck`; no exponential backoff).
+Watching Secrets was rejected for least privilege: RBAC grants list/watch by resource, never by
+label or for metadata only (a metadata-only or label-filtered watch needs the same list/watch
+verbs, which return every Secret's data in the watched namespaces), while the operator now holds
+`get` only, optionally narrowed to names. Watching ServiceAccounts would need no secret data, but
+it keeps every ServiceAccount of the cluster in memory, where the operator's memory is meant to
+grow with its own objects only (handlers.py); the re-check costs one GET per missing name instead.
 """
 
 from __future__ import annotations

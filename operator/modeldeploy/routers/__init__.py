@@ -4,10 +4,16 @@ Routers are pure, like the builders: given the ModelDeployment, the desired cana
 the stable Deployment's current replicas, a router says how many canary pods to run, which
 routing objects must exist (with the weights in them), and what weight that achieves. The
 controller applies the objects with compare-before-write, so a router never does I/O.
+
+`step_shares` says, from the same three answers, what share of traffic each canary step can get
+at the stable's current size: with the replicas router whole pods allow only k/(stable+k) (one
+stable replica: a "10 %" step gets 50 %), and the plan tells the user so (`reconcile.plan`'s
+StepsApproximate condition) rather than only reporting the achieved weight once a step runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modeldeploy.api import ModelDeployment
@@ -41,3 +47,38 @@ def router_for(md: ModelDeployment) -> TrafficRouter:
     if kind == "istio":
         return IstioRouter()
     return ReplicasRouter()
+
+
+# How far (percentage points) the share a step can get may be from the step itself before the
+# plan warns (StepsApproximate): a few points of rounding are what "whole pods" always means.
+STEP_TOLERANCE_POINTS = 5
+# The largest stable size `replicas_for_steps` looks at (beyond it, an L7 router is the answer).
+MAX_SUGGESTED_REPLICAS = 100
+
+
+@dataclass(frozen=True)
+class StepShare:
+    step: int      # the step's percent
+    share: int     # the percent of traffic the canary gets at that step, all pods ready
+    canary: int    # canary pods the router runs for it
+
+    @property
+    def approximate(self) -> bool:
+        return abs(self.share - self.step) > STEP_TOLERANCE_POINTS
+
+
+def step_shares(router: TrafficRouter, steps: list[int], stable_replicas: int) -> list[StepShare]:
+    """Each step's achievable share with `stable_replicas` stable pods (all pods ready)."""
+    out = []
+    for step in steps:
+        canary = router.canary_replicas(stable_replicas, step)
+        out.append(StepShare(step, router.achieved_weight(step, stable_replicas, canary), canary))
+    return out
+
+
+def replicas_for_steps(router: TrafficRouter, steps: list[int]) -> int | None:
+    """The smallest stable size at which no step is approximate (None: none up to MAX_SUGGESTED_REPLICAS)."""
+    for n in range(1, MAX_SUGGESTED_REPLICAS + 1):
+        if not any(s.approximate for s in step_shares(router, steps, n)):
+            return n
+    return None
