@@ -264,9 +264,9 @@ def render_status(obj: dict[str, Any], wide: bool = False) -> str:
         for c in conditions:
             lines.append(f"    {c.get('type', ''):<13}{c.get('status', ''):<8}{c.get('reason', ''):<24}"
                          f"{c.get('message', '')}")
-    for c in conditions:
-        if not wide and c.get("type") == "Degraded" and c.get("status") == "True":
-            lines.append(f"  Degraded:  {c.get('reason')}: {c.get('message')}")
+    for c in conditions:  # the conditions that need the reader's attention, also without -o wide
+        if not wide and c.get("type") in ("Degraded", "StepsApproximate") and c.get("status") == "True":
+            lines.append(f"  {c['type']}:  {c.get('reason')}: {c.get('message')}")
     return "\n".join(lines)
 
 

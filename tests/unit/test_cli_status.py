@@ -95,3 +95,12 @@ def test_parser_knows_the_rollout_commands() -> None:
         args = p.parse_args([cmd, "price", "-n", "ml", "--kubeconfig", "/k", "--context", "c"])
         assert args.name == "price" and args.namespace == "ml" and callable(args.func)
         assert (args.kubeconfig, args.context) == ("/k", "c")
+
+
+def test_status_shows_an_approximate_step_condition_without_wide() -> None:
+    obj = json.loads(json.dumps(OBJ))
+    obj["status"]["conditions"].append({"type": "StepsApproximate", "status": "True", "reason": "WholePods",
+                                        "message": "step 10% gets 50%"})
+    assert "  StepsApproximate:  WholePods: step 10% gets 50%" in render_status(obj)
+    obj["status"]["conditions"][-1]["status"] = "False"
+    assert "StepsApproximate:" not in render_status(obj)
