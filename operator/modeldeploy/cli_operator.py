@@ -57,12 +57,19 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         os.environ["MODELDEPLOY_HTTP_ADDRESS"] = args.http_address
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's login and by Settings.kubeconfig
+    if args.context:
+        os.environ["MODELDEPLOY_KUBE_CONTEXT"] = args.context  # read by Settings.kube_context (handlers.login)
     try:
         settings = Settings()
         if settings.leader_election:
             LeaseConfig.from_settings(settings)  # fail now, with the reason, rather than inside kopf's retries
     except ValueError as e:
         raise CLIError(str(e), exitcodes.USAGE) from None
+    if settings.kube_context:  # a context that is not in the kubeconfig fails now, not in kopf's login retries
+        from modeldeploy.k8s import load_configuration
+
+        with kubeconfig_errors(settings.kube_context):
+            load_configuration(settings.kubeconfig, settings.kube_context)
     namespaces = list(settings.namespaces)
     # Our own identity, always: kopf's default asks the user database for the uid's name, and the
     # image's numeric non-root user (65532) has no entry there (getpwuid raises, the pod crash-loops).
@@ -86,19 +93,28 @@ class Conn:
 
 def connect(args: argparse.Namespace) -> Conn:
     """A client for the kubeconfig/context the flags (or kubectl's defaults) name, without retries."""
-    from kubernetes import client, config
+    from kubernetes import client
 
     from modeldeploy.k8s import load_api_client
 
-    try:
+    with kubeconfig_errors(args.context):
         api_client = load_api_client(args.kubeconfig, pool_size=2, context=args.context, retries=False)
+    return Conn(client.CustomObjectsApi(api_client), namespace_of(args), str(api_client.configuration.host))
+
+
+@contextlib.contextmanager
+def kubeconfig_errors(context: str | None) -> Iterator[None]:
+    """Turn a kubeconfig that cannot be loaded (no file, no such context) into a one-line CLIError."""
+    from kubernetes import config
+
+    try:
+        yield
     except (config.ConfigException, OSError) as e:
-        if args.context and f"name {args.context} " in str(e):
-            raise CLIError(f'context "{args.context}" not found in the kubeconfig (list them with: kubectl config '
+        if context and f"name {context} " in str(e):
+            raise CLIError(f'context "{context}" not found in the kubeconfig (list them with: kubectl config '
                            "get-contexts)") from None
         raise CLIError(f"no cluster to talk to ({e}): pass --kubeconfig or set KUBECONFIG, e.g. export "
                        "KUBECONFIG=$(pwd)/.local/cluster/kubeconfig after `make cluster-up`") from None
-    return Conn(client.CustomObjectsApi(api_client), namespace_of(args), str(api_client.configuration.host))
 
 
 def namespace_of(args: argparse.Namespace) -> str:
@@ -106,11 +122,9 @@ def namespace_of(args: argparse.Namespace) -> str:
     if args.namespace:
         return str(args.namespace)
     try:
-        from kubernetes import config
+        from modeldeploy.k8s import context_namespace
 
-        contexts, current = config.list_kube_config_contexts(config_file=args.kubeconfig)
-        ctx = next((c for c in contexts if c.get("name") == args.context), None) if args.context else current
-        return str((ctx or {}).get("context", {}).get("namespace") or "default")
+        return context_namespace(args.kubeconfig, args.context) or "default"
     except Exception:
         with contextlib.suppress(OSError):
             return open(IN_CLUSTER_NAMESPACE).read().strip() or "default"
@@ -441,8 +455,10 @@ def register(sub: Any) -> None:
     p.add_argument("--http-address", default="",
                    help="host:port for /metrics, /healthz, /readyz (default 127.0.0.1:8080)")
     p.add_argument("--kubeconfig", default=None,
-                   help="kubeconfig file to use out of a cluster (default: $KUBECONFIG, else ~/.kube/config; its "
-                        "current-context)")
+                   help="kubeconfig file to use out of a cluster (default: $KUBECONFIG, else ~/.kube/config)")
+    p.add_argument("--context", default=None,
+                   help="kubeconfig context to use (default: its current-context), for kopf's connection and the "
+                        "operator's own client")
     p.set_defaults(func=_cmd_operator)
 
     def target(name: str, help_: str, outputs: tuple[str, ...] = ("json", "yaml")) -> argparse.ArgumentParser:

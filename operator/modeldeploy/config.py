@@ -87,6 +87,9 @@ class Settings:
     log_format: str = field(default_factory=lambda: os.environ.get("MODELDEPLOY_LOG_FORMAT", "plain"))
     # Kubeconfig path for running outside a cluster (else in-cluster config / KUBECONFIG).
     kubeconfig: str | None = field(default_factory=lambda: os.environ.get("KUBECONFIG") or None)
+    # The kubeconfig context to use (`modeldeploy operator --context`), for kopf's connection and the
+    # operator's own client alike; empty: the kubeconfig's current-context (or in-cluster config).
+    kube_context: str | None = field(default_factory=lambda: os.environ.get("MODELDEPLOY_KUBE_CONTEXT") or None)
     # Prometheus base URLs the canary analysis may query, comma-separated (the chart's
     # prometheus.allowedAddresses), e.g. "http://prometheus.monitoring:9090,https://thanos.example/q".
     # An analysis.prometheus.address is allowed when it has an entry's scheme, host and port and a

@@ -5,6 +5,10 @@ objects (no last-handled-configuration annotation, no progress storage, no final
 operator's API writes are exactly the ones `controller` decides on. Children map back to their
 owner by `modeldeploy.io/name`.
 
+kopf makes its own API connection (its login), apart from the operator's client: `login` gives it
+the kubeconfig context `--context` names (kopf's default login knows only the current-context),
+so both talk to the same cluster as the same user.
+
 Children are watched through a server-side label selector (`app.kubernetes.io/managed-by=
 modeldeploy` on the list and watch requests, kopf's `settings.watching.label_selectors`), not
 kopf's client-side `labels=` filter: on a shared cluster the API server then sends only our
@@ -23,7 +27,7 @@ from modeldeploy import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.config import Settings
 from modeldeploy.controller import Controller, executor
 from modeldeploy.http import HealthServer
-from modeldeploy.k8s import Kube, load_api_client
+from modeldeploy.k8s import Kube, context_namespace, load_api_client, load_configuration
 from modeldeploy.logs import setup_logging
 from modeldeploy.resources.common import LABEL_NAME, MANAGED_BY
 
@@ -51,6 +55,28 @@ CHILD_RESOURCES = (("apps", "v1", "deployments"), ("", "v1", "services"),
                    ("autoscaling", "v2", "horizontalpodautoscalers"), ("policy", "v1", "poddisruptionbudgets"))
 
 
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, logger: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's connection: the configured context, else kopf's default (in-cluster, else the current-context)."""
+    cfg = Settings()
+    if not cfg.kube_context:
+        return kopf.login_via_client(settings=settings, logger=logger, **kwargs)
+    return connection_info(load_configuration(cfg.kubeconfig, cfg.kube_context),
+                           context_namespace(cfg.kubeconfig, cfg.kube_context), settings.networking.trust_env)
+
+
+def connection_info(c: Any, namespace: str | None, trust_env: bool) -> kopf.ConnectionInfo:
+    """kopf's credentials from a loaded kubernetes client Configuration (what kopf's login_via_client
+    reads from the client's global default configuration)."""
+    # The token through the getter: an exec or auth-provider kubeconfig refreshes it there.
+    header = c.get_api_key_with_prefix("BearerToken") or c.get_api_key_with_prefix("authorization") or ""
+    scheme, _, token = header.partition(" ") if " " in header else ("", "", header)  # RFC 7235: [scheme ]token
+    return kopf.ConnectionInfo(server=c.host, ca_path=c.ssl_ca_cert, insecure=not c.verify_ssl,
+                               username=c.username or None, password=c.password or None, scheme=scheme or None,
+                               token=token or None, certificate_path=c.cert_file, private_key_path=c.key_file,
+                               default_namespace=namespace, proxy_url=c.proxy, trust_env=trust_env)
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     cfg = Settings()
@@ -70,7 +96,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for group, version, plural in CHILD_RESOURCES:
         settings.watching.label_selectors[(group, version, plural) if group else (version, plural)] = CHILD_SELECTOR
     # One connection per reconcile worker, one per executor thread (creates, Events), a few for the rest.
-    kube = Kube(load_api_client(cfg.kubeconfig, pool_size=cfg.workers + executor.connections(cfg.workers) + 4))
+    kube = Kube(load_api_client(cfg.kubeconfig, pool_size=cfg.workers + executor.connections(cfg.workers) + 4,
+                                context=cfg.kube_context))
     controller = Controller(kube, cfg)
     await controller.start()
     health = HealthServer(cfg.http_host_port, ready=lambda: controller.started)

@@ -52,12 +52,11 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_api_client(kubeconfig: str | None = None, pool_size: int = 16, context: str | None = None,
-                    retries: bool | None = None) -> client.ApiClient:
+def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> client.Configuration:
     """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config).
 
-    An explicit kubeconfig or context always means the kubeconfig, as with kubectl. `retries=False`
-    turns off urllib3's three silent retries (the CLI reports a failure at once instead)."""
+    An explicit kubeconfig or context always means the kubeconfig, as with kubectl. Raises
+    ConfigException (a context that is not in the file, no kubeconfig) or OSError."""
     cfg = client.Configuration()
     try:
         if kubeconfig or context:
@@ -65,9 +64,25 @@ def load_api_client(kubeconfig: str | None = None, pool_size: int = 16, context:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
         config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    return cfg
+
+
+def load_api_client(kubeconfig: str | None = None, pool_size: int = 16, context: str | None = None,
+                    retries: bool | None = None) -> client.ApiClient:
+    """A client for `load_configuration`'s cluster. `retries=False` turns off urllib3's three silent
+    retries (the CLI reports a failure at once instead)."""
+    cfg = load_configuration(kubeconfig, context)
     cfg.connection_pool_maxsize = pool_size
     cfg.retries = retries
     return client.ApiClient(cfg)
+
+
+def context_namespace(kubeconfig: str | None, context: str | None) -> str | None:
+    """The namespace the kubeconfig's context (default: its current-context) names, if any (kubectl's
+    default namespace). Raises like `load_configuration`."""
+    contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+    ctx = next((c for c in contexts if c.get("name") == context), None) if context else current
+    return (ctx or {}).get("context", {}).get("namespace") or None
 
 
 # Kinds whose objects arrive through kopf watch events, so they can be served from memory.
