@@ -43,8 +43,9 @@ class OperatorMetrics:
 
 class OperatorProcess(OperatorMetrics):
     def __init__(self, kubeconfig: str, log_path: Path, resync_seconds: float = 3.0,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.extra_env = extra_env or {}
+        self.args = args  # extra `modeldeploy operator` flags, e.g. ("--context", "NAME")
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.resync_seconds = resync_seconds
@@ -62,8 +63,9 @@ class OperatorProcess(OperatorMetrics):
                    MODELDEPLOY_LOG_FORMAT="json")
         env.update(self.extra_env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen([sys.executable, "-m", "modeldeploy.cli", "operator"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "modeldeploy.cli", "operator", *self.args], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
         wait_until(self._ready, 60, what=f"operator /readyz (log: {self.log_path})")
         return self
 
