@@ -58,7 +58,9 @@ def node_images(cluster: LocalCluster) -> Images:
     return Images(OPERATOR_TAG, models, versions)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the in-cluster operator watches every namespace, so it must be gone before the integration tier,
+# whose CLI tests patch status by hand on objects no operator may touch (a session scope left it reconciling them).
+@pytest.fixture(scope="package")
 def incluster_operator(crd: str, kubeconfig: str, node_images: Images) -> Iterator[InClusterOperator]:
     op = InClusterOperator(kubeconfig, node_images.operator, resync_seconds=3).start()
     try:
@@ -67,7 +69,7 @@ def incluster_operator(crd: str, kubeconfig: str, node_images: Images) -> Iterat
         op.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prometheus_sd(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
                        ) -> Iterator[PrometheusServer]:
     prom = cluster_prometheus(cluster.server, cluster.state_dir / "pki", cluster.bins or bin_dir(),
