@@ -239,6 +239,7 @@ def test_demo_artifact_command(tmp_path, capsys):
 
 def test_killing_serve_stops_the_server(tiny_artifact):
     """`modeldeploy serve ... &` then `kill $!` (the README does this) stops the server, not only a wrapper."""
+    family: list[int] = []
     import contextlib
     import os
     import signal
@@ -265,6 +266,7 @@ def test_killing_serve_stops_the_server(tiny_artifact):
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, "the server did not get ready"
             time.sleep(0.3)
+        family = _descendants(proc.pid)  # BentoML's workers run in sessions of their own
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 15
@@ -274,7 +276,25 @@ def test_killing_serve_stops_the_server(tiny_artifact):
                     break
             assert time.monotonic() < deadline, f"port {port} still answers after the serve process was killed"
             time.sleep(0.2)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    finally:  # whatever outlived the test (with the old wrapper: the server and its workers, orphaned)
+        for pid in [proc.pid, *family, *_descendants(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
