@@ -84,6 +84,12 @@ class OperatorProcess(OperatorMetrics):
         released and has to expire)."""
         self.stop(signal.SIGKILL)
 
+    def __enter__(self) -> OperatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Signal the operator's process group and wait for it to exit (SIGKILL after 20 s)."""
         if self.proc is None:

@@ -6,6 +6,7 @@ Tests that need a tier ask for its fixture; the fixture starts the real componen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -100,25 +101,32 @@ def api_client(kubeconfig: str) -> client.ApiClient:
     return config.new_client_from_config(config_file=kubeconfig)
 
 
-@pytest.fixture
-def namespace(api_client: client.ApiClient) -> Iterator[str]:
-    """A new namespace (with its default ServiceAccount ready); deleted after the test."""
+@contextlib.contextmanager
+def temp_namespace(api_client: client.ApiClient, prefix: str = "t") -> Iterator[str]:
+    """A new namespace named PREFIX-<random>, deleted on the way out."""
     core = client.CoreV1Api(api_client)
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-
-    def sa_ready() -> bool:
-        try:
-            core.read_namespaced_service_account("default", name)
-            return True
-        except ApiException:
-            return False
-
-    wait_for(sa_ready, 30, what=f"default ServiceAccount in {name}")
     try:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    """A new namespace (with its default ServiceAccount ready); deleted after the test."""
+    core = client.CoreV1Api(api_client)
+    with temp_namespace(api_client) as name:
+        def sa_ready() -> bool:
+            try:
+                core.read_namespaced_service_account("default", name)
+                return True
+            except ApiException:
+                return False
+
+        wait_for(sa_ready, 30, what=f"default ServiceAccount in {name}")
+        yield name
 
 
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"

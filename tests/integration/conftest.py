@@ -12,8 +12,5 @@ from localoperator import OperatorProcess
 @pytest.fixture(scope="module")
 def operator(crd: str, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator running as a subprocess for the module's tests (resync every 3 s)."""
-    op = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log").start()
-    try:
+    with OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log").start() as op:
         yield op
-    finally:
-        op.stop()

@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import wait_for
+from tests.conftest import temp_namespace, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -56,13 +56,8 @@ def exists(read: object, *args: str) -> bool:
 
 @pytest.fixture
 def watched_namespace(api_client: client.ApiClient) -> Iterator[str]:
-    core = client.CoreV1Api(api_client)
-    name = f"w-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    try:
+    with temp_namespace(api_client, "w") as name:
         yield name
-    finally:
-        core.delete_namespace(name)
 
 
 def test_helm_install_upgrade_uninstall(kube_env: dict[str, str], api_client: client.ApiClient, namespace: str,

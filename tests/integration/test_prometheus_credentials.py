@@ -84,12 +84,9 @@ def guarded(crd: str, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory,
     """The operator with an allow-list holding only the first listener (and a real Prometheus' usual address)."""
     allowed, _ = listeners
     log = Path(tmp_path_factory.mktemp("guarded")) / "operator.log"
-    op = OperatorProcess(kubeconfig, log, extra_env={
-        "MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES": f"http://prometheus.monitoring:9090,{allowed.url}"}).start()
-    try:
+    env = {"MODELDEPLOY_PROMETHEUS_ALLOWED_ADDRESSES": f"http://prometheus.monitoring:9090,{allowed.url}"}
+    with OperatorProcess(kubeconfig, log, extra_env=env).start() as op:
         yield op
-    finally:
-        op.stop()
 
 
 @pytest.fixture

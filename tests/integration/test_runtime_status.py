@@ -30,12 +30,9 @@ SEEN_WITHIN = 5.0
 
 @pytest.fixture(scope="module")
 def patient(crd: str, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
-                         extra_env={"MODELDEPLOY_BACKOFF_MAX_SECONDS": "300"}).start()
-    try:
+    with OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log",
+                         extra_env={"MODELDEPLOY_BACKOFF_MAX_SECONDS": "300"}).start() as op:
         yield op
-    finally:
-        op.stop()
 
 
 @pytest.fixture

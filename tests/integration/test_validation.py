@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from modeldeploy.api import ModelDeployment
+from tests.conftest import temp_namespace
 from tests.unit.test_api import ADDRESS_ACCEPTED, ADDRESS_REFUSED
 from tests.validation_cases import ACCEPTED, DELETE, ERROR_RATE, GOOD, PROM, Case, readme_api_example, spec
 from tests.validation_cases import CASES as TABLE
@@ -66,13 +66,8 @@ def nothing_created(namespace: str, env: dict[str, str]) -> bool:
 @pytest.fixture(scope="module")
 def shared_namespace(api_client: client.ApiClient, crd: str) -> Iterator[str]:
     """One namespace for the table's many refused objects (nothing is ever created in it)."""
-    core = client.CoreV1Api(api_client)
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    try:
+    with temp_namespace(api_client) as name:
         yield name
-    finally:
-        core.delete_namespace(name)
 
 
 @pytest.mark.parametrize("case", TABLE, ids=[c.id for c in TABLE])
