@@ -295,7 +295,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo_artifact(args: argparse.Namespace) -> int:
     from modeldeploy_model.testing import build_test_artifact
 
-    out = build_test_artifact(args.out, version_seed=args.version_seed, kind=args.kind)
+    out = build_test_artifact(args.out, version_seed=args.version_seed, kind=args.kind, label_scale=args.label_scale)
     card = json.loads((out / "card.json").read_text())
     print(f"artifact {out}: {card['name']}:{card['version']} ({card['kind']}, runtime {card['runtime']})")
     return 0
@@ -448,6 +448,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version-seed", type=int, default=0, help="different seeds give different model versions")
     p.add_argument("--kind", default="ridge", choices=["linear", "ridge", "forest", "gbt", "mlp"],
                    help="scikit-learn model kind (default ridge)")
+    p.add_argument("--label-scale", type=float, default=1.0,
+                   help="train on labels multiplied by this: a deliberate bug for drift demos (default 1)")
     p.set_defaults(func=cmd_demo_artifact)
 
     p = sub.add_parser("containerize", help="`bentoml containerize` the Bento (needs a Docker engine or buildah)")
