@@ -76,7 +76,7 @@ class AnalysisRunner:
             return _query(provider, check, promql)
 
         stable = md.status.stable.hash if md.status.stable is not None else None
-        comparisons = [_comparison(provider, c, ns, name, rev, stable, window) for c in a.metrics if c.comparison]
+        comparisons = [compare_tracks(provider, c, ns, name, rev, stable, window) for c in a.metrics if c.comparison]
         if req.kind == "probe":
             requests = _query(provider, None, queries.request_delta(ns, name, "canary", rev, window))
             errors = None
@@ -147,7 +147,7 @@ def _number(value: float | None) -> float:
     return 0.0 if value is None or math.isnan(value) else value
 
 
-def _comparison(provider: MetricProvider, check: MetricCheck, namespace: str, name: str, canary: str,
+def compare_tracks(provider: MetricProvider, check: MetricCheck, namespace: str, name: str, canary: str,
                 stable: str | None, window: str) -> Comparison:
     """Both tracks' data for one baseline check over the same window; any failure is the comparison's error."""
     if stable is None:
