@@ -299,6 +299,14 @@ def load_commands(target: LoadTarget, backend: str, image: str, archive: Path, s
     raise ValueError(f"unknown load target {target}")
 
 
+def command_label(cmd: list[str]) -> str:
+    """What a failure line calls a command: ``ctr images import``, ``kind load``, ``buildah push``, ..."""
+    words = [w for w in cmd if not w.startswith("-")]
+    if cmd[0] == "ctr":
+        return "ctr images import"
+    return " ".join(words[:2])
+
+
 def load_tools(target: LoadTarget, backend: str) -> list[str]:
     """The executables ``--load`` needs besides the builder."""
     return {"containerd": ["ctr"], "kind": ["kind"]}.get(target.kind, [])
@@ -334,6 +342,9 @@ def follow_line(obj: dict[str, Any], prefix: str) -> str:
     st = obj.get("status") or {}
     steps = (((obj.get("spec") or {}).get("rollout") or {}).get("canary") or {}).get("steps") or []
     phase = str(st.get("phase") or "Pending")
+    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    if int(st.get("observedGeneration") or 0) < generation:  # the status still describes the spec before ours
+        return f"{prefix} follow: waiting for the operator to act on generation {generation} (still {phase})"
     step = int(st.get("currentStep") or 0)
     parts = [f"{prefix} follow: {phase}"]
     if step:
@@ -479,8 +490,7 @@ def _run_logged(cmd: list[str], log: Path, what: str, fix: str, timeout: float |
             raise ReleaseError(f"{what}: `{cmd[0]}` did not finish within {timeout:g}s (log {log})", fix) from None
     if code != 0:
         tail = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-LOG_TAIL_LINES:]
-        raise ReleaseError(f"{what}: `{' '.join(cmd[:3])} ...` exited with {code} (log {log}): {' | '.join(tail)}",
-                           fix)
+        raise ReleaseError(f"{what} exited with {code} (log {log}): {' | '.join(tail)}", fix)
 
 
 def _stage_image(ctx: Context) -> str:
@@ -541,7 +551,7 @@ def _stage_load(ctx: Context) -> str:
     }
     try:
         for cmd in load_commands(target, ctx.backend, ctx.image, archive, source):
-            _run_logged(cmd, log, f"{cmd[0]} {cmd[1]}", fixes[target.kind], timeout=1800)
+            _run_logged(cmd, log, command_label(cmd), fixes[target.kind], timeout=1800)
     finally:
         archive.unlink(missing_ok=True)
     where = {"containerd": f"into containerd at {target.value} (namespace {CTR_NAMESPACE})",
@@ -601,6 +611,10 @@ def _stage_apply(ctx: Context) -> str:
 
     conn, name = ctx.conn, ctx.opts.name
     where = f"{conn.namespace}/{name}"
+    try:  # again: the build took minutes, someone may have created (or deleted) it meanwhile
+        ctx.existing = read_existing(conn, name)
+    except exitcodes.CLIError as exc:
+        raise ReleaseError(str(exc), "check that the cluster is still reachable, then release again") from None
     plan = plan_apply(ctx.existing, replace(ctx.opts.manifest, name=name, namespace=conn.namespace), ctx.image,
                       ctx.bento)
     ctx.unchanged = plan.unchanged

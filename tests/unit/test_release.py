@@ -328,7 +328,8 @@ def test_a_failing_command_reports_its_exit_code_and_the_logs_tail(tmp_path: Pat
     with pytest.raises(ReleaseError) as e:
         rel._run_logged(["sh", "-c", "echo importing; echo 'ctr: permission denied' >&2; exit 3"], log,
                         "ctr images", "run as root")
-    assert "exited with 3" in e.value.cause and "ctr: permission denied" in e.value.cause and str(log) in e.value.cause
+    assert e.value.cause.startswith("ctr images exited with 3") and "ctr: permission denied" in e.value.cause
+    assert str(log) in e.value.cause
     with pytest.raises(ReleaseError) as e:
         rel._run_logged(["no-such-tool-here"], log, "ctr images", "install it")
     assert "no `no-such-tool-here` on PATH" in e.value.cause and e.value.fix == "install it"
@@ -371,6 +372,13 @@ class FakeCustomObjects:
     def __init__(self, existing: dict[str, Any] | None, refuse: str | None = None) -> None:
         self.existing, self.refuse = existing, refuse
         self.calls: list[tuple[str, Any]] = []
+
+    def get_namespaced_custom_object(self, g: str, v: str, ns: str, p: str, name: str, **_: Any) -> dict[str, Any]:
+        if self.existing is None:
+            e = ApiException(status=404, reason="Not Found")
+            e.body = json.dumps({"kind": "Status", "message": f'modeldeployments.modeldeploy.io "{name}" not found'})
+            raise e
+        return self.existing
 
     def _refuse(self) -> None:
         if self.refuse:
@@ -474,6 +482,15 @@ def test_follow_line() -> None:
                      timeline=[{"step": 1, "verdict": "Pass"}])
     assert follow_line(obj, "[8/8]") == "[8/8] follow: Progressing step 2/2 weight 50% last Pass  step 2 of 2"
     assert follow_line(status_obj("Healthy", message=""), "[8/8]") == "[8/8] follow: Healthy"
+    stale = status_obj("Healthy", "v1", observedGeneration=3)  # the patch made generation 4
+    assert follow_line(stale, "[8/8]") == "[8/8] follow: waiting for the operator to act on generation 4 " \
+                                          "(still Healthy)"
+
+
+def test_command_labels() -> None:
+    cmds = load_commands(parse_load("containerd=/s"), "buildah", IMAGE, ARCHIVE, source="f00d")
+    assert [rel.command_label(c) for c in cmds] == ["buildah push", "ctr images import"]
+    assert rel.command_label(["kind", "load", "image-archive", "x"]) == "kind load"
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -521,3 +538,57 @@ def test_no_cluster_fails_at_stage_apply_before_training(
 def test_release_is_in_the_exit_code_table() -> None:
     assert "modeldeploy release" in (exitcodes.__doc__ or "")
     assert os.path.basename(rel.__file__) == "release.py"
+
+
+class FinalObject:
+    """CustomObjectsApi answering reads with one object whose status already describes its generation
+    (so following ends without opening a watch)."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.obj = obj
+
+    def get_namespaced_custom_object(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        return self.obj
+
+
+def follow_ctx(tmp_path: Path, obj: dict[str, Any]) -> Context:
+    ctx = Context(options(tmp_path))
+    obj["metadata"]["resourceVersion"] = "7"
+    ctx.conn, ctx.applied = Conn(FinalObject(obj), "ml", "https://127.0.0.1:6443"), obj
+    ctx.image, ctx.bento = IMAGE, "room_price:0a1b2c"
+    return ctx
+
+
+def test_follow_promoted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rep, _, _ = reporter()
+    ctx = follow_ctx(tmp_path, status_obj("Healthy"))
+    assert rel._stage_follow(ctx, rep, "[8/8]") == "Healthy, stable room_price:0a1b2c"
+    assert ctx.outcome.startswith("released: promoted room_price:0a1b2c in ")
+    assert capsys.readouterr().out == "[8/8] follow: Healthy\n"
+
+
+def test_follow_rolled_back_exits_4_with_the_status_message(tmp_path: Path) -> None:
+    rep, _, _ = reporter()
+    ctx = follow_ctx(tmp_path, status_obj("RolledBack", "v1", "error-rate 0.5 > 0.05"))
+    with pytest.raises(ReleaseError) as e:
+        rel._stage_follow(ctx, rep, "[8/8]")
+    assert e.value.code == exitcodes.ROLLED_BACK and ctx.outcome == "rolled back: error-rate 0.5 > 0.05"
+    assert "room_price:v1 keeps serving" in e.value.fix
+
+
+class NotFound:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def get_namespaced_custom_object(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        e = ApiException(status=404, reason="Not Found")
+        e.body = json.dumps({"kind": "Status", "message": self.message})
+        raise e
+
+
+def test_a_missing_object_is_created_but_a_missing_crd_is_an_error() -> None:
+    conn = Conn(NotFound('modeldeployments.modeldeploy.io "price" not found'), "ml", "https://127.0.0.1:6443")
+    assert rel.read_existing(conn, "price") is None
+    conn = Conn(NotFound("the server could not find the requested resource"), "ml", "https://127.0.0.1:6443")
+    with pytest.raises(CLIError, match="not installed in the cluster"):
+        rel.read_existing(conn, "price")
