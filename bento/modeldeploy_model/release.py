@@ -528,7 +528,8 @@ def _buildah_image_id(image: str) -> str:
                           capture_output=True, text=True, check=False)
     out = proc.stdout.strip()
     if proc.returncode != 0 or not out:
-        raise ReleaseError(f"buildah has no image {image} ({(proc.stderr or '').strip().splitlines()[-1:]})",
+        said = (proc.stderr or "").strip().splitlines()
+        raise ReleaseError(f"buildah has no image {image}" + (f" ({said[-1]})" if said else ""),
                            "the image stage built it into another store: run release with the same "
                            "CONTAINERS_STORAGE_CONF as the build")
     return out.removeprefix("sha256:")
