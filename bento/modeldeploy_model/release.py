@@ -2,6 +2,12 @@
 
     train -> gate -> export (parity) -> package (Bento) -> image -> load -> apply -> follow
 
+    modeldeploy release --name room-price -n ml --gate 'r2>=0.8' \
+        --image registry.example/room-price --load push --timeout 15m
+    modeldeploy release --name price --image localhost/modeldeploy/room-price \
+        --base-image localhost/modeldeploy/base:... --backend buildah \
+        --load containerd=/path/to/containerd.sock          # a node without a registry
+
 Why one command and not a script of the others: a release is only as good as its weakest hand-off
 (a Bento built from the wrong work directory, an image tag that does not match the Bento, a
 ModelDeployment re-applied from a stale file that resets the team's rollout settings). Here every
@@ -552,7 +558,10 @@ def _stage_load(ctx: Context) -> str:
     }
     try:
         for cmd in load_commands(target, ctx.backend, ctx.image, archive, source):
-            _run_logged(cmd, log, command_label(cmd), fixes[target.kind], timeout=1800)
+            exporting = str(archive) in " ".join(cmd) and cmd[0] in ("buildah", "docker")
+            fix = (f"the image archive is written to {archive}: check the free space there (or use --workdir "
+                   "elsewhere)") if exporting else fixes[target.kind]
+            _run_logged(cmd, log, command_label(cmd), fix, timeout=1800)
     finally:
         archive.unlink(missing_ok=True)
     where = {"containerd": f"into containerd at {target.value} (namespace {CTR_NAMESPACE})",
