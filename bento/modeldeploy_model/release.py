@@ -211,6 +211,11 @@ class Reporter:
         self.err.write(failure_line(stage, err) + "\n")
         self.err.flush()
 
+    def close_line(self) -> None:
+        """End a start line left open on a terminal, before someone else prints (status --watch's lines)."""
+        self._close()
+        self.out.flush()
+
     def _close(self) -> None:
         if self._open:
             self.out.write("\n")
@@ -654,8 +659,12 @@ def _stage_follow(ctx: Context, reporter: Reporter, prefix: str) -> str:
 
     assert ctx.applied is not None
     conn, name = ctx.conn, ctx.opts.name
+    def line(obj: dict[str, Any]) -> str:
+        reporter.close_line()  # watch prints the line itself, on stdout
+        return follow_line(obj, prefix)
+
     try:
-        code = watch(conn, ctx.applied, ctx.opts.timeout, line=lambda o: follow_line(o, prefix))
+        code = watch(conn, ctx.applied, ctx.opts.timeout, line=line)
     except exitcodes.CLIError as exc:
         if exc.code == exitcodes.WATCH_TIMEOUT:
             ctx.outcome = str(exc)

@@ -560,11 +560,18 @@ def follow_ctx(tmp_path: Path, obj: dict[str, Any]) -> Context:
 
 
 def test_follow_promoted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rep, _, _ = reporter()
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    rep = Reporter(out, io.StringIO())
+    rep.start("[8/8]", "follow")
     ctx = follow_ctx(tmp_path, status_obj("Healthy"))
     assert rel._stage_follow(ctx, rep, "[8/8]") == "Healthy, stable room_price:0a1b2c"
     assert ctx.outcome.startswith("released: promoted room_price:0a1b2c in ")
     assert capsys.readouterr().out == "[8/8] follow: Healthy\n"
+    assert out.getvalue() == "[8/8] follow ...\n"  # the start line was ended before watch printed
 
 
 def test_follow_rolled_back_exits_4_with_the_status_message(tmp_path: Path) -> None:
