@@ -210,6 +210,17 @@ def buildah_options(base_image: str | None) -> list[str]:
     return opts
 
 
+def containerize_command(bento_tag: str, image_tag: str | None, chosen: str, base_image: str | None,
+                         extra_args: list[str] | None = None) -> list[str]:
+    """The ``bentoml containerize`` command line for an already chosen builder (``docker`` or ``buildah``)."""
+    cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", chosen]
+    if image_tag:
+        cmd += ["-t", image_tag]
+    if chosen == "buildah":
+        cmd += buildah_options(base_image)
+    return cmd + (extra_args or [])
+
+
 def containerize(bento_tag: str, image_tag: str | None = None, extra_args: list[str] | None = None,
                  backend: str = "auto") -> int:
     """``bentoml containerize`` the Bento with Docker or buildah; returns the exit code."""
@@ -219,10 +230,5 @@ def containerize(bento_tag: str, image_tag: str | None = None, extra_args: list[
         raise DeployError(f"cannot containerize {bento_tag}: {exc}. The Bento itself is ready; run "
                           f"`bentoml containerize {bento_tag}` on a machine with a Docker engine or buildah "
                           "and access to the base image's registry.") from None
-    cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", chosen]
-    if image_tag:
-        cmd += ["-t", image_tag]
-    if chosen == "buildah":
-        cmd += buildah_options(bento_base_image(bento_tag))
-    cmd += extra_args or []
-    return subprocess.call(cmd)
+    base = bento_base_image(bento_tag) if chosen == "buildah" else None
+    return subprocess.call(containerize_command(bento_tag, image_tag, chosen, base, extra_args))

@@ -27,7 +27,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -343,11 +343,13 @@ def finished(obj: dict[str, Any]) -> bool:
     return current and phase_of(obj) in FINAL_PHASES
 
 
-def watch(conn: Conn, obj: dict[str, Any], timeout: float | None) -> int:
+def watch(conn: Conn, obj: dict[str, Any], timeout: float | None,
+          line: Callable[[dict[str, Any]], str] = watch_line) -> int:
     """Print a line per change until the rollout ends (its phase's exit code) or `timeout` (exit 7).
 
     A watch on the one object (fieldSelector on its name), resumed from the last resourceVersion
-    when the server closes it; re-read after 410 Gone."""
+    when the server closes it; re-read after 410 Gone. `line` renders a change (`modeldeploy
+    release` prints its own stage-prefixed lines)."""
     from kubernetes import watch as kwatch
     from kubernetes.client.rest import ApiException
 
@@ -358,7 +360,7 @@ def watch(conn: Conn, obj: dict[str, Any], timeout: float | None) -> int:
     def show(o: dict[str, Any]) -> None:
         nonlocal last
         if _summary(o) != last:
-            print(watch_line(o), flush=True)
+            print(line(o), flush=True)
             last = _summary(o)
 
     show(obj)
