@@ -64,8 +64,9 @@ def test_baseline_queries_read_both_tracks_and_the_judges_see_drift_and_errors(
     assert set(codes["stable"]) == {200} and codes["canary"].count(500) > ROWS // 4
 
     provider = PrometheusProvider(prom.url)
-    total = 'sum(bentoml_service_request_total{modeldeploy_io_track="canary",endpoint="/predict"})'
-    wait_for(lambda: (provider.query(total) or 0) >= ROWS, 30, what="Prometheus scraped every request")
+    scraped = ('min(sum by (modeldeploy_io_track) (bentoml_service_request_total{endpoint="/predict"}) and '
+               'on (modeldeploy_io_track) sum by (modeldeploy_io_track) (modeldeploy_prediction_count))')
+    wait_for(lambda: (provider.query(scraped) or 0) >= ROWS, 30, what="Prometheus scraped every request of both")
     spec = Analysis(minRequests=50)
 
     def judge(check: MetricCheck):  # type: ignore[no-untyped-def]

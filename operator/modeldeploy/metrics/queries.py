@@ -23,7 +23,7 @@ REQUESTS = "bentoml_service_request_total"
 DURATION = "bentoml_service_request_duration_seconds_bucket"
 # The modeldeploy Bento service's own histograms (bento/modeldeploy_model/service.py).
 PREDICTIONS = "modeldeploy_prediction_bucket"
-FEATURES = "modeldeploy_input_feature_zscore_bucket"
+FEATURES = "modeldeploy_input_feature_bucket"  # inputs in their own units, one bucket layout for every version
 INFRA_ENDPOINTS = "/livez|/readyz|/healthz|/metrics"
 
 # The variables and their syntax are the API's (the CRD refuses a query with any other {{ ... }}).

@@ -30,7 +30,7 @@ Baseline checks (`compare`) judge the canary against the stable measured over th
   The canary's count above t (from its histogram) is tested against that fraction with Wilson's
   interval. The stable's quantile is taken as known (it usually serves far more requests).
 - prediction-drift / input-drift: the population stability index between the two tracks'
-  histograms (predictions; each input feature as a z-score, the worst one counts), tested against
+  histograms (predictions; each input feature, the worst one counts), tested against
   `max` (default 0.2) through its non-central chi-square sampling distribution.
 A clearly failing canary fails with fewer than `minRequests` requests (the test says so with the
 stated confidence); a Pass needs `minRequests` on both tracks and the pass confidence; anything
@@ -246,7 +246,7 @@ def _drift_record(c: Comparison, canary: Track, stable: Track, spec: Analysis, t
         pairs = {f"feature {f}": (stable.features.get(f, []), canary.features.get(f, []))
                  for f in sorted({*stable.features, *canary.features})}
         if not pairs:
-            rec.message = "no input-feature histograms in the window (modeldeploy_input_feature_zscore)"
+            rec.message = "no input-feature histograms in the window (modeldeploy_input_feature)"
             return rec
     results = {what: _drift(c, ref, cur, spec, fail_level, pass_level) for what, (ref, cur) in pairs.items()}
     # The worst pair decides: a failing one, else an inconclusive one, else the least certain pass.
