@@ -259,11 +259,13 @@ def render_status(obj: dict[str, Any], wide: bool = False) -> str:
     analyses = st.get("lastAnalysis") or []
     if analyses:
         lines.append("  Last analyses:")
-        lines.append(f"    {'TIME':<21}{'METRIC':<16}{'VALUE':>10}{'MIN':>8}{'MAX':>8}  {'VERDICT':<13}MESSAGE")
+        # STABLE: the stable's value over the same window (baseline checks); CONF: the confidence the verdict reached.
+        lines.append(f"    {'TIME':<21}{'METRIC':<23}{'VALUE':>10}{'STABLE':>10}{'MIN':>8}{'MAX':>8}{'CONF':>8}  "
+                     f"{'VERDICT':<13}MESSAGE")
         for a in analyses if wide else analyses[:10]:
-            lines.append(f"    {a.get('time', ''):<21}{a.get('metric', ''):<16}{_fmt(a.get('value')):>10}"
-                         f"{_fmt(a.get('min')):>8}{_fmt(a.get('max')):>8}  {a.get('verdict', ''):<13}"
-                         f"{a.get('message', '')}")
+            lines.append(f"    {a.get('time', ''):<21}{a.get('metric', ''):<23}{_fmt(a.get('value')):>10}"
+                         f"{_fmt(a.get('baseline')):>10}{_fmt(a.get('min')):>8}{_fmt(a.get('max')):>8}"
+                         f"{_fmt(a.get('confidence')):>8}  {a.get('verdict', ''):<13}{a.get('message', '')}")
     history = st.get("history") or []
     if history:
         lines.append("  History:")
