@@ -383,6 +383,7 @@ def _manifest_options(args: argparse.Namespace, image: str, bento: str, namespac
         name=args.name, image=image, bento=bento, namespace=namespace, port=args.port,
         replicas=args.replicas, strategy=args.strategy, steps=_steps(args.steps), interval=args.interval,
         prometheus=args.prometheus, max_error_rate=args.max_error_rate, max_latency_p99=args.max_latency_p99,
+        max_drift=args.max_drift,
     )
 
 
@@ -440,11 +441,15 @@ def _add_rollout(p: argparse.ArgumentParser, title: str | None = None) -> None:
                    help="how new model versions roll out (default Canary)")
     g.add_argument("--steps", default="10,25,50", help="canary traffic percentages (default 10,25,50)")
     g.add_argument("--interval", default="30s", help="time per canary step (default 30s)")
-    g.add_argument("--prometheus", help="Prometheus address; adds the error-rate and latency-p99 analysis")
+    g.add_argument("--prometheus", help="Prometheus address; adds the error-rate, latency-p99 and prediction-drift "
+                                        "analysis")
     g.add_argument("--max-error-rate", type=float, default=0.01,
                    help="with --prometheus: highest canary error rate, 0..1 (default 0.01)")
     g.add_argument("--max-latency-p99", type=float, default=0.5,
                    help="with --prometheus: highest canary p99 latency in seconds (default 0.5)")
+    g.add_argument("--max-drift", type=float, default=0.2,
+                   help="with --prometheus: highest PSI of the canary's predictions against the stable's "
+                        "(default 0.2; 0 leaves the check out)")
 
 
 def _register_release(sub: argparse._SubParsersAction) -> None:

@@ -51,6 +51,7 @@ _OPTION_FOR = {
     ("spec", "rollout", "analysis", "prometheus"): "--prometheus",
     ("spec", "rollout", "analysis", "metrics", 0): "--max-error-rate",
     ("spec", "rollout", "analysis", "metrics", 1): "--max-latency-p99",
+    ("spec", "rollout", "analysis", "metrics", 2): "--max-drift",
 }
 
 
@@ -72,6 +73,7 @@ class ManifestOptions:
     prometheus: str | None = None
     max_error_rate: float = 0.01
     max_latency_p99: float = 0.5
+    max_drift: float = 0.2  # prediction-drift's PSI threshold against the stable; 0: no drift check
 
 
 def validate(opts: ManifestOptions) -> None:
@@ -93,6 +95,8 @@ def validate(opts: ManifestOptions) -> None:
             raise DeployError("--max-error-rate must be a fraction in [0, 1]")
         if opts.max_latency_p99 <= 0:
             raise DeployError("--max-latency-p99 must be a positive number of seconds")
+        if opts.max_drift < 0:
+            raise DeployError("--max-drift must be a population stability index > 0 (0 leaves the drift check out)")
     validate_with_api(_manifest(opts))
 
 
@@ -127,6 +131,8 @@ def _manifest(opts: ManifestOptions) -> dict[str, Any]:
                     {"name": "latency-p99", "max": opts.max_latency_p99},
                 ],
             }
+            if opts.max_drift > 0:
+                rollout["analysis"]["metrics"].append({"name": "prediction-drift", "max": opts.max_drift})
     return {
         "apiVersion": "modeldeploy.io/v1alpha1",
         "kind": "ModelDeployment",
