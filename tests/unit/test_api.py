@@ -122,3 +122,21 @@ def test_the_crd_carries_the_address_rules_instead_of_a_bare_pattern() -> None:
     assert any("must not contain user info" in m for m in messages)
     assert any("must not contain a query" in m for m in messages)
     assert any("must not contain a fragment" in m for m in messages)
+
+
+def test_the_readmes_api_example_is_a_valid_modeldeployment() -> None:
+    """The README documents every field with one example object: it must be one the API accepts."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from modeldeploy.api import ModelDeployment
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## The ModelDeployment API", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, "no yaml block in the README's API section"
+    md = ModelDeployment.model_validate(yaml.safe_load(block.group(1)))
+    names = [m.name for m in md.spec.rollout.analysis.metrics]
+    assert {"error-rate", "prediction-drift", "input-drift"} <= set(names)
