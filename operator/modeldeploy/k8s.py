@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "Secret": ("/api/v1", "secrets"),  # read only: the Prometheus credentials Secret (controller/analysis.py)
     "ServiceAccount": ("/api/v1", "serviceaccounts"),  # read only: spec.model.serviceAccountName exists
+    "Pod": ("/api/v1", "pods"),  # listed only: a revision's ready pod, to read its model card (controller/cards.py)
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "VirtualService": ("/apis/networking.istio.io/v1", "virtualservices"),
     KIND: (f"/apis/{GROUP}/{VERSION}", PLURAL),
@@ -176,6 +177,14 @@ class Kube:
                 raise
             return None
         return obj
+
+    def list(self, kind: str, namespace: str, label_selector: str, limit: int = 50,
+             timeout: float = 30) -> list[dict[str, Any]]:
+        """The objects matching `label_selector` (at most `limit`), always from the server (never cached)."""
+        resp = self._call("GET", self._path(kind, namespace),
+                          query=[("labelSelector", label_selector), ("limit", str(limit))], timeout=timeout)
+        items = (resp or {}).get("items") or []
+        return [i for i in items if isinstance(i, dict)]
 
     # -- Leases (leader election; see controller/leader.py) --------------------------------------
     def _lease_path(self, namespace: str, name: str | None = None) -> str:

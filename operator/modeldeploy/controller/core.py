@@ -8,6 +8,7 @@ do; the collaborators do the I/O, each found in one hop:
     queue.WorkQueue ........ dedup, delays, one worker per key
     leader.LeaderElector ... the coordination.k8s.io Lease: which replica works
     observe.Observer ....... what the cluster holds (cached reads)
+    cards.CardReader ....... the revisions' model cards, read once from a ready pod each
     analysis.AnalysisRunner  metric queries when the engine says a measurement is due
     executor.Executor ...... status, objects, Events, metrics, as the plan says
 """
@@ -29,6 +30,7 @@ from modeldeploy import KIND, opmetrics
 from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.config import Settings
 from modeldeploy.controller.analysis import AnalysisRunner
+from modeldeploy.controller.cards import CardReader
 from modeldeploy.controller.executor import ApplyFailed, Executor, NameTaken
 from modeldeploy.controller.leader import LeaderElector, LeaseConfig
 from modeldeploy.controller.observe import Observer
@@ -55,6 +57,7 @@ class Controller:
         self.settings = settings
         self.analysis = AnalysisRunner(kube, settings.prometheus_allowed_addresses)
         self.observer = Observer(kube, checks=[self.analysis.problems])
+        self.cards = CardReader(kube)
         self.executor = Executor(kube, workers=settings.workers, on_create_failed=self._create_failed)
         self.queue = WorkQueue()
         self.known: set[Key] = set()
@@ -116,6 +119,7 @@ class Controller:
         self.failures.pop(key, None)
         self.apply_errors.pop(key, None)
         self.analysis.forget(key)
+        self.cards.forget(namespace, name)
         self.queue.forget(key)
         opmetrics.MANAGED.set(len(self.known))
         for phase in Phase:
@@ -274,6 +278,7 @@ class Controller:
         observed = self.observer.observe(md)
         observed.last_probe_at = self.analysis.last_probe.get(key)
         observed.apply_error = self._apply_error(key, md)
+        observed.cards = self.cards.cards(md, observed)
         now = datetime.now(UTC).replace(microsecond=0)
         analysis = self.analysis.measure(key, md, view_of(md, observed), now)
         p = plan(md, observed, now, analysis)

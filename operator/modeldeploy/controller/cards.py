@@ -1,0 +1,162 @@
+"""Model cards: what the pipeline recorded about each revision's model, read from its running pods.
+
+Why from the pods: the card travels with the image (labels `io.modeldeploy.card.*`, set when the image
+is built; see bento/modeldeploy_model/deploy.py), but Kubernetes does not expose image labels through
+its API. The same card is served by the model itself (GET /metadata, bento/modeldeploy_model/service.py),
+so the operator asks one Ready pod of the revision (pods labelled modeldeploy.io/name and
+modeldeploy.io/revision) and the pure plan copies it into status.stable.card / status.canary.card.
+
+Which revisions: those in status.stable / status.canary without a card, and the pod template revision of
+each observed Deployment with a ready pod, so the pass that records a newly rolled-out revision in status
+records its card with it (not only after the next resync).
+
+Why it is cheap and never in the way of a rollout: a revision whose card status already holds is never
+asked again (the plan carries it, also from canary to stable on promotion), one read but not in status
+yet is kept in memory until it is (or its revision is gone); a failed read is retried
+at most every RETRY_SECONDS per revision; the pod list and the GET each time out after TIMEOUT_SECONDS;
+and nothing raises out of here: no card is just a card not shown (a debug log line says why).
+
+Why plain http.client to the pod IP: no proxy from the environment and no redirects followed (a model
+server must not be able to send the operator elsewhere), and the answer is read up to MAX_BYTES only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from modeldeploy.api import ModelCard, ModelDeployment
+from modeldeploy.k8s import Kube
+from modeldeploy.reconcile import Observed
+from modeldeploy.resources.common import LABEL_NAME, LABEL_REVISION
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = 2.0
+RETRY_SECONDS = 30.0
+MAX_BYTES = 1 << 20  # a card.json is a few kilobytes; its SHAP section may add some
+METADATA_PATH = "/metadata"
+
+
+class CardError(Exception):
+    """The card could not be read; the message says why."""
+
+
+def fetch_card(host: str, port: int, timeout: float = TIMEOUT_SECONDS) -> ModelCard:
+    """GET http://host:port/metadata and compact it; CardError on any failure."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", METADATA_PATH, headers={"Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read(MAX_BYTES + 1)
+        if resp.status != 200:
+            raise CardError(f"GET {METADATA_PATH} answered HTTP {resp.status}")
+        if len(body) > MAX_BYTES:
+            raise CardError(f"GET {METADATA_PATH} answered more than {MAX_BYTES} bytes")
+        card = json.loads(body)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        raise CardError(f"GET http://{host}:{port}{METADATA_PATH}: {type(e).__name__}: {e}") from None
+    finally:
+        conn.close()
+    if not isinstance(card, dict) or not card:
+        raise CardError(f"GET {METADATA_PATH} answered no model card")
+    return ModelCard.from_card(card)
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    st = pod.get("status") or {}
+    return bool(st.get("podIP")) and not (pod.get("metadata") or {}).get("deletionTimestamp") and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
+
+
+def _port(pod: dict[str, Any], default: int) -> int:
+    """The model container's `http` port (resources/deployment.py names it so), else `default`."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == "http" and isinstance(p.get("containerPort"), int):
+                return int(p["containerPort"])
+    return default
+
+
+def _serving_revision(dep: dict[str, Any] | None) -> str | None:
+    """The revision of a Deployment's pod template, if the Deployment has a ready pod."""
+    if not dep or int(((dep.get("status") or {}).get("readyReplicas")) or 0) < 1:
+        return None
+    labels = ((dep.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+    revision = labels.get(LABEL_REVISION)
+    return str(revision) if revision else None
+
+
+class CardReader:
+    """Reads the cards of a ModelDeployment's revisions that status does not hold yet."""
+
+    def __init__(self, kube: Kube, fetch: Callable[[str, int], ModelCard] = fetch_card,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.kube = kube
+        self.fetch = fetch
+        self.clock = clock
+        # (namespace, name, revision hash) -> monotonic time before which it is not asked again.
+        self._retry_at: dict[tuple[str, str, str], float] = {}
+        # Cards read but not in status yet (e.g. a rolling update's new revision): not read again meanwhile.
+        self._read_cards: dict[tuple[str, str, str], ModelCard] = {}
+
+    def cards(self, md: ModelDeployment, observed: Observed | None = None) -> dict[str, ModelCard]:
+        """Cards by revision hash: md's stable and canary revisions without one in status, and the revision
+        of each observed Deployment with a ready pod (so the pass that records a new stable revision in
+        status has its card too, instead of the next resync)."""
+        out: dict[str, ModelCard] = {}
+        ns, name = md.namespace, md.name
+        carded = {r.hash: r.card for r in (md.status.stable, md.status.canary) if r is not None and r.card is not None}
+        for h, held in carded.items():  # remembered: a promoted canary's card, until status.stable has it
+            self._read_cards[(ns, name, h)] = held
+        wanted: dict[str, int] = {}
+        if md.status.stable is not None:
+            wanted[md.status.stable.hash] = (md.status.stable_model or md.spec.model).port
+        if md.status.canary is not None:
+            wanted[md.status.canary.hash] = md.spec.model.port
+        for dep in (observed.stable, observed.canary) if observed is not None else ():
+            serving = _serving_revision(dep)
+            if serving is not None:
+                wanted.setdefault(serving, md.spec.model.port)
+        wanted = {h: port for h, port in wanted.items() if h not in carded}
+        current = {(ns, name, h) for h in wanted}
+        for key in [k for k in self._retry_at if k[:2] == (ns, name) and k not in current]:
+            del self._retry_at[key]  # that revision is gone, or has its card in status
+        for key in [k for k in self._read_cards if k[:2] == (ns, name) and k not in current and k[2] not in carded]:
+            del self._read_cards[key]  # that revision is gone
+        for revision, port in wanted.items():
+            key = (ns, name, revision)
+            if key in self._read_cards:
+                out[revision] = self._read_cards[key]
+                continue
+            now = self.clock()
+            if now < self._retry_at.get(key, 0.0):
+                continue
+            try:
+                card = self._read(md, revision, port)
+            except Exception as e:  # never out of the reconcile: no card is only a card not shown
+                log.debug("%s/%s: no model card for revision %s yet: %s", md.namespace, md.name, revision, e)
+                card = None
+            if card is None:
+                self._retry_at[key] = now + RETRY_SECONDS
+            else:
+                self._retry_at.pop(key, None)
+                self._read_cards[key] = out[revision] = card
+        return out
+
+    def forget(self, namespace: str, name: str) -> None:
+        for memory in (self._retry_at, self._read_cards):
+            for key in [k for k in memory if k[:2] == (namespace, name)]:
+                del memory[key]
+
+    def _read(self, md: ModelDeployment, revision: str, port: int) -> ModelCard | None:
+        selector = f"{LABEL_NAME}={md.name},{LABEL_REVISION}={revision}"
+        pods = self.kube.list("Pod", md.namespace, selector, limit=20, timeout=TIMEOUT_SECONDS)
+        pod = next((p for p in pods if _ready(p)), None)
+        if pod is None:
+            raise CardError(f"no ready pod with {selector}")
+        return self.fetch(str(pod["status"]["podIP"]), _port(pod, port))
