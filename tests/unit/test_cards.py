@@ -388,3 +388,18 @@ def test_status_before_a_card_is_read() -> None:
     assert all(r.rstrip().endswith("-") for r in rows[1:] if not r.strip().startswith(("parity", "data")))
     del obj["status"]["stable"]["card"]
     assert "  Model card: - (read from a ready pod's /metadata once one serves)" in render_status(obj)
+
+
+def test_kube_list_asks_the_server_by_label_with_a_limit_and_timeout() -> None:
+    from modeldeploy.k8s import Kube
+
+    calls: list[tuple[Any, ...]] = []
+
+    class Api:
+        def call_api(self, path: str, method: str, **kw: Any) -> dict[str, Any]:
+            calls.append((path, method, kw["query_params"], kw["_request_timeout"]))
+            return {"items": [{"metadata": {"name": "p"}}, "junk"]}
+
+    kube = Kube(Api())  # type: ignore[arg-type]
+    assert kube.list("Pod", "ns", "a=b,c=d", limit=20, timeout=2.0) == [{"metadata": {"name": "p"}}]
+    assert calls == [("/api/v1/namespaces/ns/pods", "GET", [("labelSelector", "a=b,c=d"), ("limit", "20")], 2.0)]
