@@ -221,28 +221,30 @@ def buildah_options(base_image: str | None) -> list[str]:
 LABEL_PREFIX = "io.modeldeploy.card"
 
 
+def _num(x: float | None, digits: int = 6) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
+
+
 def image_labels(card: dict[str, Any]) -> dict[str, str]:
     """OCI image labels from a pipeline card.json: ``io.modeldeploy.card`` = the compact card as JSON,
-    ``io.modeldeploy.card.<fact>`` = one fact each (absent facts are left out)."""
+    ``io.modeldeploy.card.<fact>`` = one fact each (facts the card does not record are left out)."""
     mc = ModelCard.from_card(card)
-    p = LABEL_PREFIX
-    facts: dict[str, Any] = {
+    facts: dict[str, str | None] = {
         "name": mc.name, "version": mc.version, "kind": mc.kind, "framework": mc.framework, "runtime": mc.runtime,
         "dataset": mc.dataset, "data-hash": mc.data_hash,
-        "gate": None if mc.gate is None else "passed" if mc.gate.passed else "failed",
-        "gate-checks": None if mc.gate is None else "; ".join(
-            f"{c.metric} {c.op} {c.threshold:g}: {c.value:.6g}" if c.value is not None and c.threshold is not None
-            else f"{c.metric} {c.op} {c.threshold}: {c.value}" for c in mc.gate.checks) or None,
-        "r2": None if mc.r2 is None else f"{mc.r2:.6g}",
-        "rmse": None if mc.rmse is None else f"{mc.rmse:.6g}",
-        "parity": "native" if mc.parity is None else
-        f"{mc.parity.runtime} max_abs_diff={mc.parity.max_abs_diff:.3g} passed={mc.parity.passed}"
-        if mc.parity.max_abs_diff is not None else f"{mc.parity.runtime} passed={mc.parity.passed}",
-        "summary": mc.summary,
+        "r2": None if mc.r2 is None else _num(mc.r2),
+        "rmse": None if mc.rmse is None else _num(mc.rmse),
+        "summary": mc.summary or None,
     }
-    labels = {p: json.dumps(mc.model_dump(by_alias=True, mode="json", exclude_none=True), separators=(",", ":"),
-                            ensure_ascii=False)}
-    labels.update({f"{p}.{k}": str(v) for k, v in facts.items() if v is not None and v != ""})
+    if mc.gate is not None:
+        facts["gate"] = "passed" if mc.gate.passed else "failed"
+        facts["gate-checks"] = "; ".join(f"{c.metric} {c.op} {_num(c.threshold)}: {_num(c.value)}"
+                                         for c in mc.gate.checks) or None
+    facts["parity"] = "native" if mc.parity is None else \
+        f"{mc.parity.runtime} max_abs_diff={_num(mc.parity.max_abs_diff, 3)} passed={mc.parity.passed}"
+    labels = {LABEL_PREFIX: json.dumps(mc.model_dump(by_alias=True, mode="json", exclude_none=True),
+                                       separators=(",", ":"), ensure_ascii=False)}
+    labels.update({f"{LABEL_PREFIX}.{k}": v for k, v in facts.items() if v})
     return labels
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from modeldeploy.api import CARD_CHECKS_MAX, CARD_TEXT_MAX, ModelCard, ModelDeployment
 from modeldeploy.cli_operator import render_status
-from modeldeploy.controller.cards import RETRY_SECONDS, CardError, CardReader
+from modeldeploy.controller.cards import RETRY_MAX_SECONDS, RETRY_SECONDS, CardError, CardReader
 from modeldeploy.crd import generate
 from modeldeploy.reconcile import Observed
 from modeldeploy.resources.common import LABEL_NAME, LABEL_REVISION
@@ -250,7 +250,7 @@ def test_reader_asks_one_ready_pod_of_the_revision_then_stops() -> None:
     assert len(kube.lists) == 1 and len(fetched) == 1
 
 
-def test_reader_retries_a_failure_only_after_the_retry_interval_and_never_raises() -> None:
+def test_reader_retries_a_failure_after_the_retry_interval_backing_off_and_never_raises() -> None:
     kube, clock = FakeKube([pod("10.0.0.1")]), Clock()
     calls = 0
 
@@ -263,17 +263,25 @@ def test_reader_retries_a_failure_only_after_the_retry_interval_and_never_raises
     md = with_stable()
     assert reader.cards(md) == {} and calls == 1
     clock.t += RETRY_SECONDS - 1
-    assert reader.cards(md) == {} and calls == 1  # not yet
+    assert reader.cards(md) == {} and calls == 1 and len(kube.lists) == 1  # not yet
     clock.t += 1
     kube.fail = True  # the pod list fails: still nothing raised
     assert reader.cards(md) == {} and calls == 1 and len(kube.lists) == 2
-    clock.t += RETRY_SECONDS
+    clock.t += 2 * RETRY_SECONDS  # the second failure doubled the wait
     kube.fail = False
     kube.pods = []  # no ready pod
     assert reader.cards(md) == {} and calls == 1 and len(kube.lists) == 3
-    reader.forget(md.namespace, md.name)
     kube.pods = [pod("10.0.0.1")]
-    assert reader.cards(md) == {} and calls == 2  # forgotten: asked at once
+    clock.t += 4 * RETRY_SECONDS - 1
+    assert reader.cards(md) == {} and len(kube.lists) == 3
+    clock.t += 1
+    assert reader.cards(md) == {} and calls == 2
+    for _ in range(10):  # the wait stops doubling at RETRY_MAX_SECONDS
+        clock.t += RETRY_MAX_SECONDS
+        reader.cards(md)
+    assert calls == 12
+    reader.forget(md.namespace, md.name)
+    assert reader.cards(md) == {} and calls == 13  # forgotten: asked at once
 
 
 # --------------------------------------------------------------------------------------------

@@ -313,9 +313,26 @@ def test_prometheus_allow_list_reaches_the_operator() -> None:
 
 
 def _prometheus_egress(docs: list[dict]) -> list[dict]:
+    """The egress rules but DNS, the API server and the model servers' (default port 3000)."""
     np_ = only(docs, "NetworkPolicy")
-    return [r for r in np_["spec"]["egress"] if 53 not in {p["port"] for p in r.get("ports", [])}
-            and 6443 not in {p["port"] for p in r.get("ports", [])}]
+    return [r for r in np_["spec"]["egress"] if not {53, 6443, 3000} & {p["port"] for p in r.get("ports", [])}]
+
+
+def test_networkpolicy_lets_the_operator_read_model_cards() -> None:
+    """The model card is read from a ready model pod (GET /metadata on spec.model.port)."""
+    def model_rules(docs: list[dict]) -> list[dict]:
+        return [r for r in only(docs, "NetworkPolicy")["spec"]["egress"]
+                if r not in _prometheus_egress(docs) and not {53, 6443} & {p["port"] for p in r.get("ports", [])}]
+
+    assert model_rules(render("--set", "networkPolicy.enabled=true")) == [{"ports": [{"port": 3000,
+                                                                                      "protocol": "TCP"}]}]
+    docs = render("--set", "networkPolicy.enabled=true", "--set-json", "networkPolicy.modelPorts=[3000,8080]",
+                  "--set-json", 'networkPolicy.modelTo=[{"namespaceSelector":{"matchLabels":{"team":"ml"}}}]')
+    (rule,) = model_rules(docs)
+    assert rule == {"ports": [{"port": 3000, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}],
+                    "to": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}]}
+    kubernetes_validate.validate(only(docs, "NetworkPolicy"), desired_version="1.34.0", strict=True)
+    assert not model_rules(render("--set", "networkPolicy.enabled=true", "--set-json", "networkPolicy.modelPorts=[]"))
 
 
 def test_networkpolicy_prometheus_ports_come_from_values() -> None:

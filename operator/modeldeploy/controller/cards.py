@@ -11,10 +11,11 @@ each observed Deployment with a ready pod, so the pass that records a newly roll
 records its card with it (not only after the next resync).
 
 Why it is cheap and never in the way of a rollout: a revision whose card status already holds is never
-asked again (the plan carries it, also from canary to stable on promotion), one read but not in status
-yet is kept in memory until it is (or its revision is gone); a failed read is retried
-at most every RETRY_SECONDS per revision; the pod list and the GET each time out after TIMEOUT_SECONDS;
-and nothing raises out of here: no card is just a card not shown (a debug log line says why).
+asked again (the plan carries it, also from canary to stable on promotion); one read but not in status
+yet is kept in memory until it is (or its revision is gone); a failed read is retried after
+RETRY_SECONDS per revision, backing off to RETRY_MAX_SECONDS; the pod list and the GET each time out
+after TIMEOUT_SECONDS; and nothing raises out of here: no card is only a card not shown (a debug log
+line says why). The reads run in the reconcile's worker thread, as the analysis' queries do.
 
 Why plain http.client to the pod IP: no proxy from the environment and no redirects followed (a model
 server must not be able to send the operator elsewhere), and the answer is read up to MAX_BYTES only.
@@ -37,7 +38,11 @@ from modeldeploy.resources.common import LABEL_NAME, LABEL_REVISION
 log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 2.0
+# A failed read is retried after RETRY_SECONDS, doubling per failure up to RETRY_MAX_SECONDS: a pod IP
+# that never answers (a model without /metadata, a NetworkPolicy, kwok's fake pods) costs a reconcile
+# thread at most TIMEOUT_SECONDS per revision that often, not every resync.
 RETRY_SECONDS = 30.0
+RETRY_MAX_SECONDS = 600.0
 MAX_BYTES = 1 << 20  # a card.json is a few kilobytes; its SHAP section may add some
 METADATA_PATH = "/metadata"
 
@@ -99,8 +104,8 @@ class CardReader:
         self.kube = kube
         self.fetch = fetch
         self.clock = clock
-        # (namespace, name, revision hash) -> monotonic time before which it is not asked again.
-        self._retry_at: dict[tuple[str, str, str], float] = {}
+        # (namespace, name, revision hash) -> (monotonic time before which it is not asked again, failures).
+        self._retry_at: dict[tuple[str, str, str], tuple[float, int]] = {}
         # Cards read but not in status yet (e.g. a rolling update's new revision): not read again meanwhile.
         self._read_cards: dict[tuple[str, str, str], ModelCard] = {}
 
@@ -134,7 +139,8 @@ class CardReader:
                 out[revision] = self._read_cards[key]
                 continue
             now = self.clock()
-            if now < self._retry_at.get(key, 0.0):
+            not_before, failures = self._retry_at.get(key, (0.0, 0))
+            if now < not_before:
                 continue
             try:
                 card = self._read(md, revision, port)
@@ -142,7 +148,8 @@ class CardReader:
                 log.debug("%s/%s: no model card for revision %s yet: %s", md.namespace, md.name, revision, e)
                 card = None
             if card is None:
-                self._retry_at[key] = now + RETRY_SECONDS
+                delay = min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2 ** min(failures, 10))
+                self._retry_at[key] = (now + delay, failures + 1)
             else:
                 self._retry_at.pop(key, None)
                 self._read_cards[key] = out[revision] = card
