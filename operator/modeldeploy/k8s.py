@@ -86,6 +86,10 @@ def context_namespace(kubeconfig: str | None, context: str | None) -> str | None
     return (ctx or {}).get("context", {}).get("namespace") or None
 
 
+# Kinds only ever listed by label selector (`Kube.list`), never read by name or watched: the RBAC grants
+# `list` alone for them (tests/unit/test_chart_render.py checks the chart against these tables).
+LISTED_KINDS = {"Pod"}
+
 # Kinds whose objects arrive through kopf watch events, so they can be served from memory.
 WATCHED_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", KIND}
 
@@ -181,6 +185,8 @@ class Kube:
     def list(self, kind: str, namespace: str, label_selector: str, limit: int = 50,
              timeout: float = 30) -> list[dict[str, Any]]:
         """The objects matching `label_selector` (at most `limit`), always from the server (never cached)."""
+        if kind not in LISTED_KINDS:
+            raise ValueError(f"{kind} is not in k8s.LISTED_KINDS (the chart grants list only for those)")
         resp = self._call("GET", self._path(kind, namespace),
                           query=[("labelSelector", label_selector), ("limit", str(limit))], timeout=timeout)
         items = (resp or {}).get("items") or []

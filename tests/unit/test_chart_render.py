@@ -241,12 +241,13 @@ def _code_grants() -> dict[tuple[str, str], set[str]]:
     """What the operator's code reads, from its own tables: kopf's watches and the kinds k8s.Kube knows.
 
     list/watch: every kind Kube's cache is fed by watch events (WATCHED_KINDS) and every kopf
-    handler's resource; get: every kind in KINDS (the only kinds Kube reads). Writes are checked
-    against the real API server's audit log in tests/integration/test_rbac_audit.py."""
+    handler's resource; get: every kind in KINDS (the only kinds Kube reads) but those only listed by
+    label (LISTED_KINDS: list alone). Writes are checked against the real API server's audit log in
+    tests/integration/test_rbac_audit.py."""
     import kopf
 
     import modeldeploy.handlers  # noqa: F401  (registers the handlers)
-    from modeldeploy.k8s import KINDS, WATCHED_KINDS
+    from modeldeploy.k8s import KINDS, LISTED_KINDS, WATCHED_KINDS
 
     def key(kind: str) -> tuple[str, str]:
         prefix, plural = KINDS[kind]
@@ -254,7 +255,7 @@ def _code_grants() -> dict[tuple[str, str], set[str]]:
 
     out: dict[tuple[str, str], set[str]] = {}
     for kind in KINDS:
-        out.setdefault(key(kind), set()).add("get")
+        out.setdefault(key(kind), set()).add("list" if kind in LISTED_KINDS else "get")
     for kind in WATCHED_KINDS:
         out[key(kind)] |= {"list", "watch"}
     for h in kopf.get_default_registry()._watching.get_all_handlers():
