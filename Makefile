@@ -40,7 +40,7 @@ cluster-up: setup ## start the local cluster: control plane, a real node (contai
 cluster-down: ## stop what cluster-up started; remove the pod bridge, iptables chains, mounts, cgroups; restore sysctls
 	@$(PY) hack/localcluster.py down
 
-cluster-images: ## build (cached) and import the operator and room-price v1..v3 images into the running cluster's node
+cluster-images: ## build (cached) and import the operator and room-price v1..v4 images into the running cluster's node
 	@$(PY) hack/localcluster.py images
 
 cluster-status: ## show the local cluster's processes and the health of both nodes
@@ -94,7 +94,7 @@ crd: ## regenerate crds/ from operator/modeldeploy/api.py, then the chart/kustom
 image: setup ## build the operator image from operator/Dockerfile with buildah (no daemon, no registry; cached)
 	@$(PY) hack/images.py build operator
 
-images: setup ## build every image the node runs: pause, base, operator, model v1..v3 (cached by their inputs)
+images: setup ## build every image the node runs: pause, base, operator, model v1..v4 (cached by their inputs)
 	@$(PY) hack/images.py build all
 
 test-e2e: setup ## the real-node tier only: images on a kubelet, operator installed by Helm, real traffic

@@ -2,7 +2,7 @@
 """`make demo`: the whole product on one machine, every component real, pods included.
 
 1. a local cluster: control plane and a real node (containerd, kubelet, kube-proxy on a pod bridge);
-2. the images, built here without a registry (hack/images.py, cached): the operator and three
+2. the images, built here without a registry (hack/images.py, cached): the operator and four
    model versions packaged as Bentos, imported into the node's containerd;
 3. the operator installed by its Helm chart; Prometheus discovering the model pods through the API
    server with manifests/monitoring's scrape configuration;
@@ -10,7 +10,9 @@
    `curl` through its Service;
 5. load through the Service (40 req/s; the client never reads the operator's status): v2, which
    fails 30 % of its requests, goes canary and is rolled back; v3 is promoted step by step, each
-   step's observed v3 share printed beside the weight the operator reports.
+   step's observed v3 share printed beside the weight the operator reports; v4, which answers 200 OK
+   quickly with predictions 60 % high (trained on wrongly scaled labels), is rolled back by the
+   prediction-drift check against v3, the drift value and threshold in status and in the Event.
 
 Everything started is stopped at the end (KEEP=1 leaves the cluster, operator and Prometheus up).
 """
@@ -58,12 +60,12 @@ def main() -> int:
         show("get", "nodes", "-o", "wide")
 
         say("2. images, built here without a registry (cached by their inputs) and imported into containerd")
-        from images import OPERATOR_TAG, model_version, operator_image, test_model_image
+        from images import OPERATOR_TAG, TEST_MODELS, model_version, operator_image, test_model_image
 
         node = cluster.real_node()
         versions = {}
         for label, build in [("operator", operator_image)] + [
-                (f"room-price:v{i}", lambda i=i: test_model_image(i)) for i in (1, 2, 3)]:
+                (f"room-price:v{i}", lambda i=i: test_model_image(i)) for i in TEST_MODELS]:
             t0 = time.monotonic()
             archive = build()
             t1 = time.monotonic()

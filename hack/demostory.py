@@ -3,7 +3,8 @@
 Why one module: both targets must tell the same story on different clusters — v1 Ready under
 Pod Security "restricted", load through the model's Service (the client never reads the
 operator's status), a faulty v2 rolled back, a healthy v3 promoted step by step with the observed
-canary share beside the reported weight — so the cluster-specific parts (how images got there,
+canary share beside the reported weight, and v4 - 200 OK, fast, trained on wrongly scaled labels -
+rolled back by the prediction-drift check against v3 — so the cluster-specific parts (how images got there,
 where Prometheus is, how a namespace lands on the right node) come in as a `Story`'s fields.
 """
 
@@ -129,8 +130,9 @@ class Story:
                 "autoscaling": {"minReplicas": 2, "maxReplicas": 4},
                 "rollout": {"strategy": "Canary", "canary": {"steps": [20, 50, 80], "interval": "10s"},
                             "analysis": {"prometheus": {"address": prom_url}, "minRequests": 10, "failureLimit": 1,
-                                         "metrics": [{"name": "error-rate", "max": 0.05},
-                                                     {"name": "latency-p99", "max": 0.5}]}},
+                                         "metrics": [{"name": "error-rate", "max": 0.05, "maxIncrease": 0.02},
+                                                     {"name": "latency-p99", "max": 0.5},
+                                                     {"name": "prediction-drift", "max": 0.2}]}},
             },
         }
         t0 = time.monotonic()
@@ -151,7 +153,7 @@ class Story:
         wait_until(lambda: subprocess.run(cmd, capture_output=True).returncode == 0, 30, "the Service answering")
         print("  " + subprocess.run(cmd, capture_output=True, text=True).stdout.replace("\n", "\n  "))
 
-        load = self._load = ServiceLoad(url, rate_per_second=40, max_seconds=400).start()
+        load = self._load = ServiceLoad(url, rate_per_second=40, max_seconds=600).start()
         print(f"  load: 40 req/s to {url}/predict, a new connection each (kube-proxy picks the pod)")
 
         say(f"{n + 1}. v2 (30 % of its answers are 500s): canary, analysis sees the errors, rollback")
@@ -179,7 +181,26 @@ class Story:
                    "old pods gone")
         show("get", "pods", "-n", NS, "-o", "wide")
 
-        say(f"{n + 3}. what the operator recorded, and what the client saw")
+        say(f"{n + 3}. v4 (200 OK and fast, trained on labels scaled 1.6x by a bug): rolled back by prediction drift")
+        t0 = time.monotonic()
+        kubectl("patch", "mdep", NAME, "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"model": model("v4")}}))
+        st = self.follow(lambda s: s.get("phase") in ("RolledBack", "Failed") or (
+            s.get("phase") == "Healthy" and (s.get("stable") or {}).get("bento") == "room_price:v4"), 240, load,
+            versions["v4"])
+        if st.get("phase") != "RolledBack":
+            raise SystemExit(f"v4 was not rolled back: {st.get('phase')}: {st.get('message')}")
+        self.timings["v4 rolled back"] = time.monotonic() - t0
+        drift = next((r for r in st.get("lastAnalysis") or [] if r.get("metric") == "prediction-drift"), {})
+        value = drift.get("value")
+        print(f"{RED}  rolled back {time.monotonic() - t0:.1f}s after v4 was applied: prediction drift (PSI) "
+              f"{'-' if value is None else f'{value:.3g}'} > {drift.get('max')}, confidence "
+              f"{drift.get('confidence')}{RESET}\n  {st.get('message')}")
+        v4 = load.by_version().get(versions["v4"], {})
+        print(f"  v4's own answers: {v4.get('ok', 0)} ok, {v4.get('failed', 0)} failed - "
+              "no HTTP check could have caught it")
+        self.cli_status()
+
+        say(f"{n + 4}. what the operator recorded, and what the client saw")
         show("get", "events", "-n", NS, "--field-selector", "involvedObject.kind=ModelDeployment",
              "--sort-by=.lastTimestamp", "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message")
         names = {v: k for k, v in versions.items()}

@@ -502,17 +502,27 @@ def bento_image(source: Path | str, image_tag: str) -> Path:
     return archive
 
 
+# The test models v1..v4: v2 is v1's kind with faults injected at run time (env), v3 healthy, and v4 trained
+# with a deliberate bug - its labels scaled by this - so it answers 200 OK, passes its gate (measured on
+# the same labels) and predicts 60 % high: only a comparison with the stable's predictions catches it.
+TEST_MODELS = (1, 2, 3, 4)
+LABEL_SCALE = {4: 1.6}
+
+
 def _test_model(version: int, image_tag: str | None = None) -> Built:
     t0 = time.monotonic()
     tag = image_tag or f"{BENTO_REPO}:v{version}"
     base = base_image()
-    key = _digest(["test-model ridge", str(version), _bento_inputs(), str(STORE.image_id(base)), tag])[:16]
+    scale = LABEL_SCALE.get(version, 1.0)
+    key = _digest(["test-model ridge", str(version), f"label scale {scale:g}", _bento_inputs(),
+                   str(STORE.image_id(base)), tag])[:16]
     archive = IMAGES / f"bento-{_safe(tag)}-{key}.tar"
     if archive.exists():
         return Built(tag, archive, time.monotonic() - t0, True)
     with tempfile.TemporaryDirectory(prefix="modeldeploy-artifact-") as tmp:
         art = Path(tmp) / "artifact"
-        _run([_venv_bin("modeldeploy"), "demo-artifact", "--out", str(art), "--version-seed", str(version)],
+        _run([_venv_bin("modeldeploy"), "demo-artifact", "--out", str(art), "--version-seed", str(version),
+              "--label-scale", f"{scale:g}"],
              env=_model_env())
         return _containerize(art, tag, archive, base, t0)
 
@@ -542,10 +552,10 @@ def model_version(archive: Path) -> str | None:
 
 
 def import_test_models(node: Any) -> tuple[dict[str, str], dict[str, str]]:
-    """Load the test model images v1..v3 into a real node's containerd: ("v1" -> image name,
+    """Load the test model images v1..v4 into a real node's containerd: ("v1" -> image name,
     "v1" -> the model version its /predict reports). `node` is a localnode.RealNode."""
     images, versions = {}, {}
-    for i in (1, 2, 3):
+    for i in TEST_MODELS:
         archive = test_model_image(i)
         node.import_image(archive)
         images[f"v{i}"] = f"localhost/modeldeploy/room-price:v{i}"
@@ -634,7 +644,7 @@ def build(which: str) -> list[Built]:
     if which in ("operator", "all"):
         out.append(_operator())
     if which in ("bento", "all"):
-        out += [_test_model(v) for v in (1, 2, 3)]
+        out += [_test_model(v) for v in TEST_MODELS]
     return out
 
 

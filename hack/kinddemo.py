@@ -44,12 +44,12 @@ def main() -> int:
         print(cluster.kubectl("get", "nodes", "-o", "wide"), end="")
 
         say("2. images, built here without a registry (cached by their inputs), into the node with `kind load`")
-        from images import OPERATOR_TAG, model_version, operator_image, test_model_image
+        from images import OPERATOR_TAG, TEST_MODELS, model_version, operator_image, test_model_image
 
         prom_name, prom_archive = clusterprom.image(bin_dir() / "prometheus")
         versions = {}
         for label, build in [("operator", operator_image), ("prometheus", lambda: prom_archive)] + [
-                (f"room-price:v{i}", lambda i=i: test_model_image(i)) for i in (1, 2, 3)]:
+                (f"room-price:v{i}", lambda i=i: test_model_image(i)) for i in TEST_MODELS]:
             t0 = time.monotonic()
             archive = build()
             t1 = time.monotonic()

@@ -443,13 +443,13 @@ class LocalCluster:
                 raise SystemExit(f"namespace {name}: HTTP {code}: {text[:300]}")
 
     def import_images(self) -> list[str]:
-        """Build (or find cached: hack/images.py) the operator image and the test models v1..v3, and import them
+        """Build (or find cached: hack/images.py) the operator image and the test models v1..v4, and import them
         into the real node's containerd; one line per image: its names there."""
-        from images import OPERATOR_TAG, operator_image, test_model_image
+        from images import OPERATOR_TAG, TEST_MODELS, operator_image, test_model_image
 
         node = self.real_node()
         lines = [f"{OPERATOR_TAG}: {' '.join(node.import_image(operator_image()))}"]
-        for i in (1, 2, 3):
+        for i in TEST_MODELS:
             lines.append(f"room-price v{i}: {' '.join(node.import_image(test_model_image(i)))}")
         return lines
 
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=["up", "down", "status", "rss", "images"],
                     help="up: start (or reuse) the cluster; down: stop it and put the machine back; status; "
                          "rss: memory of the processes; images: build (cached) and import the operator and "
-                         "room-price v1..v3 images into the real node")
+                         "room-price v1..v4 images into the real node")
     ap.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
     ap.add_argument("--no-node", action="store_true", help="kwok only: no kubelet, containerd or pod bridge")
     args = ap.parse_args(argv)

@@ -1,5 +1,6 @@
 """``modeldeploy`` subcommands for the model side: train -> evaluate/gate -> export -> explain ->
-package -> serve -> containerize -> manifest, plus ``pipeline`` for all of it at once.
+package -> serve -> containerize -> manifest, plus ``pipeline`` for all of it at once and
+``release`` for training to production (:mod:`modeldeploy_model.release`).
 
 Why registered from here: the operator's CLI (``modeldeploy.cli``) imports this module only if the
 ``ml`` extra is installed, so this module imports nothing heavy at load time; each handler imports
@@ -7,7 +8,8 @@ what it needs. User errors (missing stage output, a failed gate, bad flags) prin
 what is wrong and what to run, and return a non-zero code - never a traceback.
 
 Exit codes (``modeldeploy.exitcodes``): 0 ok, 1 user error, 2 usage, 3 quality gate failed (the
-model was not exported or packaged), 130 interrupted.
+model was not exported or packaged), 130 interrupted; ``release`` also 4 rolled back, 5 degraded,
+6 failed, 7 follow timed out.
 """
 
 from __future__ import annotations
@@ -295,7 +297,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo_artifact(args: argparse.Namespace) -> int:
     from modeldeploy_model.testing import build_test_artifact
 
-    out = build_test_artifact(args.out, version_seed=args.version_seed, kind=args.kind)
+    out = build_test_artifact(args.out, version_seed=args.version_seed, kind=args.kind, label_scale=args.label_scale)
     card = json.loads((out / "card.json").read_text())
     print(f"artifact {out}: {card['name']}:{card['version']} ({card['kind']}, runtime {card['runtime']})")
     return 0
@@ -367,21 +369,30 @@ def _latest_bento(workdir: Path) -> str:
     return str(rec["bento_tag"])
 
 
+def _steps(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--steps {text!r}: give comma-separated integers, e.g. 10,25,50") from None
+
+
+def _manifest_options(args: argparse.Namespace, image: str, bento: str, namespace: str) -> Any:
+    from modeldeploy_model.deploy import ManifestOptions
+
+    return ManifestOptions(
+        name=args.name, image=image, bento=bento, namespace=namespace, port=args.port,
+        replicas=args.replicas, strategy=args.strategy, steps=_steps(args.steps), interval=args.interval,
+        prometheus=args.prometheus, max_error_rate=args.max_error_rate, max_latency_p99=args.max_latency_p99,
+        max_drift=args.max_drift,
+    )
+
+
 @_guard
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from modeldeploy_model.deploy import ManifestOptions, build_manifest, render
+    from modeldeploy_model.deploy import build_manifest, render
 
     bento = args.bento or _latest_bento(args.workdir)
-    try:
-        steps = [int(s) for s in args.steps.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--steps {args.steps!r}: give comma-separated integers, e.g. 10,25,50") from None
-    opts = ManifestOptions(
-        name=args.name, image=args.image, bento=bento, namespace=args.namespace, port=args.port,
-        replicas=args.replicas, strategy=args.strategy, steps=steps, interval=args.interval,
-        prometheus=args.prometheus, max_error_rate=args.max_error_rate, max_latency_p99=args.max_latency_p99,
-    )
-    manifest = build_manifest(opts)
+    manifest = build_manifest(_manifest_options(args, args.image, bento, args.namespace))
     text = json.dumps(manifest, indent=2) + "\n" if args.output == "json" else render(manifest)
     if args.output_file:
         Path(args.output_file).write_text(text)
@@ -389,6 +400,92 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from modeldeploy_model.pipeline import PipelineConfig
+    from modeldeploy_model.release import ReleaseError, ReleaseOptions, failure_line, release
+    from modeldeploy_model.train import parse_kinds
+
+    stage = "train"
+    try:  # option errors are reported as the stage they belong to, before anything runs
+        kinds = parse_kinds(args.models)
+        train = _train_options(args)
+        stage = "gate"
+        thresholds = _thresholds(args)
+        stage = "apply"
+        manifest = _manifest_options(args, "", "", "")
+    except (ValueError, FileNotFoundError) as exc:
+        print(failure_line(stage, ReleaseError(str(exc), "fix the option; see `modeldeploy release --help`")),
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    cfg = PipelineConfig(
+        workdir=args.workdir, dataset=args.dataset, n_samples=args.samples, seed=args.seed, kinds=kinds,
+        train=train, thresholds=thresholds, selection_metric=args.select_by, quantize=not args.no_quantize,
+        tolerance_abs=args.tolerance, explain=False, report=False, package=True, build=True,
+        name=args.bento_name, base_image=args.base_image,
+    )
+    return release(ReleaseOptions(
+        pipeline=cfg, name=args.name, image=args.image, manifest=manifest, namespace=args.namespace,
+        kubeconfig=args.kubeconfig, context=args.context, backend=args.backend, load=args.load,
+        timeout=args.timeout, follow=not args.no_follow,
+    ))
+
+
+def _add_rollout(p: argparse.ArgumentParser, title: str | None = None) -> None:
+    """The rollout options of a new ModelDeployment (manifest; release uses them only to create one)."""
+    g = p.add_argument_group(title) if title else p
+    g.add_argument("--port", type=port, default=3000, help="the model server's port in the pod (default 3000)")
+    g.add_argument("--replicas", type=int, default=2, help="stable replicas (default 2)")
+    g.add_argument("--strategy", choices=["Canary", "Rolling"], default="Canary",
+                   help="how new model versions roll out (default Canary)")
+    g.add_argument("--steps", default="10,25,50", help="canary traffic percentages (default 10,25,50)")
+    g.add_argument("--interval", default="30s", help="time per canary step (default 30s)")
+    g.add_argument("--prometheus", help="Prometheus address; adds the error-rate, latency-p99 and prediction-drift "
+                                        "analysis")
+    g.add_argument("--max-error-rate", type=float, default=0.01,
+                   help="with --prometheus: highest canary error rate, 0..1 (default 0.01)")
+    g.add_argument("--max-latency-p99", type=float, default=0.5,
+                   help="with --prometheus: highest canary p99 latency in seconds (default 0.5)")
+    g.add_argument("--max-drift", type=float, default=0.2,
+                   help="with --prometheus: highest PSI of the canary's predictions against the stable's "
+                        "(default 0.2; 0 leaves the check out)")
+
+
+def _register_release(sub: argparse._SubParsersAction) -> None:
+    from modeldeploy.cli_operator import add_kube_flags, duration
+    from modeldeploy_model.release import parse_load
+
+    p = sub.add_parser(
+        "release", help="train -> gate -> export -> Bento -> image -> load -> apply -> follow the canary; exit "
+                        "0 promoted, 3 gate failed, 4 rolled back, 5 degraded, 6 failed, 7 timed out, 1 error",
+        description="One command from training to production: train and gate a model, export it with parity, "
+                    "package a Bento, build its image, put the image where the cluster pulls from, apply the "
+                    "ModelDeployment (an existing one gets only spec.model changed) and follow the rollout to "
+                    "its end. Each stage prints one line; a failure prints `error: release failed at stage S: "
+                    "CAUSE. fix: ...`.")
+    _add_workdir(p)
+    _add_data_train(p)
+    _add_gate(p)
+    _add_export(p)
+    p.add_argument("--name", required=True, help="the ModelDeployment to release to (created if missing)")
+    add_kube_flags(p)
+    p.add_argument("--image", required=True, metavar="REPO[:TAG]",
+                   help="the image to build, e.g. registry.example/room-price (TAG defaults to the model version)")
+    p.add_argument("--bento-name", default="room_price", help="BentoML model and Bento name (default room_price)")
+    p.add_argument("--base-image", default=None,
+                   help="the Bento image's base (default: $MODELDEPLOY_BASE_IMAGE, else BentoML's python:3.11-slim)")
+    p.add_argument("--backend", choices=["auto", "docker", "buildah"], default="auto",
+                   help="image builder (default auto: docker when an engine answers, else buildah when installed)")
+    p.add_argument("--load", type=parse_load, required=True, metavar="TARGET",
+                   help="where the cluster pulls from: containerd[=SOCKET] (import into the node's containerd, "
+                        "default socket /run/containerd/containerd.sock), kind[=CLUSTER] (kind load, default "
+                        "cluster kind), push (to the registry in --image) or none")
+    p.add_argument("--timeout", type=duration, default=None,
+                   help="give up following after this long (seconds or 30s, 10m, ...): exit code 7 (default: none)")
+    p.add_argument("--no-follow", action="store_true", help="stop after the apply (exit 0 once it is accepted)")
+    _add_rollout(p, "for a new ModelDeployment (an existing one keeps its own rollout settings)")
+    p.set_defaults(func=cmd_release)
 
 
 # --- registration ----------------------------------------------------------------------------
@@ -448,6 +545,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version-seed", type=int, default=0, help="different seeds give different model versions")
     p.add_argument("--kind", default="ridge", choices=["linear", "ridge", "forest", "gbt", "mlp"],
                    help="scikit-learn model kind (default ridge)")
+    p.add_argument("--label-scale", type=float, default=1.0,
+                   help="train on labels multiplied by this: a deliberate bug for drift demos (default 1)")
     p.set_defaults(func=cmd_demo_artifact)
 
     p = sub.add_parser("containerize", help="`bentoml containerize` the Bento (needs a Docker engine or buildah)")
@@ -464,17 +563,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", required=True, help="container image built from the Bento")
     p.add_argument("--bento", help="Bento tag (default: the one `package` built in WORKDIR)")
     p.add_argument("-n", "--namespace", default="default", help="the object's namespace (default: default)")
-    p.add_argument("--port", type=port, default=3000, help="the model server's port in the pod (default 3000)")
-    p.add_argument("--replicas", type=int, default=2, help="stable replicas (default 2)")
-    p.add_argument("--strategy", choices=["Canary", "Rolling"], default="Canary",
-                   help="how new model versions roll out (default Canary)")
-    p.add_argument("--steps", default="10,25,50", help="canary traffic percentages (default 10,25,50)")
-    p.add_argument("--interval", default="30s", help="time per canary step (default 30s)")
-    p.add_argument("--prometheus", help="Prometheus address; adds the error-rate and latency-p99 analysis")
-    p.add_argument("--max-error-rate", type=float, default=0.01,
-                   help="with --prometheus: highest canary error rate, 0..1 (default 0.01)")
-    p.add_argument("--max-latency-p99", type=float, default=0.5,
-                   help="with --prometheus: highest canary p99 latency in seconds (default 0.5)")
+    _add_rollout(p)
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml", help="output format (default yaml)")
     p.add_argument("--output-file", type=Path, help="write to this file instead of stdout")
     p.set_defaults(func=cmd_manifest)
+    _register_release(sub)

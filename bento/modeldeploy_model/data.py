@@ -119,6 +119,13 @@ def room_price(n_samples: int = config.DEFAULT_ROOM_PRICE_SAMPLES, seed: int = c
     return Dataset("room_price", X, price, ("area", "floor", "renovation"), "price")
 
 
+def scaled(ds: Dataset, factor: float) -> Dataset:
+    """The data set with its labels multiplied by `factor`: a deliberate bug (a unit converted twice) for
+    drift demos and tests. Every split carries it, so the quality gate, measured on the same labels,
+    still passes: only a comparison with the previous model's predictions shows it."""
+    return Dataset(ds.name, ds.X, ds.y * factor, ds.feature_names, ds.target_name)
+
+
 def diabetes() -> Dataset:
     """scikit-learn's bundled diabetes regression set (442 rows, 10 features); no download."""
     from sklearn.datasets import load_diabetes

@@ -59,6 +59,7 @@ _OPTION_FOR = {
     ("spec", "rollout", "analysis", "prometheus"): "--prometheus",
     ("spec", "rollout", "analysis", "metrics", 0): "--max-error-rate",
     ("spec", "rollout", "analysis", "metrics", 1): "--max-latency-p99",
+    ("spec", "rollout", "analysis", "metrics", 2): "--max-drift",
 }
 
 
@@ -80,6 +81,7 @@ class ManifestOptions:
     prometheus: str | None = None
     max_error_rate: float = 0.01
     max_latency_p99: float = 0.5
+    max_drift: float = 0.2  # prediction-drift's PSI threshold against the stable; 0: no drift check
 
 
 def validate(opts: ManifestOptions) -> None:
@@ -101,6 +103,8 @@ def validate(opts: ManifestOptions) -> None:
             raise DeployError("--max-error-rate must be a fraction in [0, 1]")
         if opts.max_latency_p99 <= 0:
             raise DeployError("--max-latency-p99 must be a positive number of seconds")
+        if opts.max_drift < 0:
+            raise DeployError("--max-drift must be a population stability index > 0 (0 leaves the drift check out)")
     validate_with_api(_manifest(opts))
 
 
@@ -135,6 +139,8 @@ def _manifest(opts: ManifestOptions) -> dict[str, Any]:
                     {"name": "latency-p99", "max": opts.max_latency_p99},
                 ],
             }
+            if opts.max_drift > 0:
+                rollout["analysis"]["metrics"].append({"name": "prediction-drift", "max": opts.max_drift})
     return {
         "apiVersion": "modeldeploy.io/v1alpha1",
         "kind": "ModelDeployment",
@@ -272,19 +278,23 @@ def bento_card(bento_tag: str) -> dict[str, Any] | None:
     return None
 
 
-def containerize_command(bento_tag: str, backend: str, image_tag: str | None = None,
-                         base_image: str | None = None, card: dict[str, Any] | None = None,
-                         extra_args: list[str] | None = None) -> list[str]:
-    """The ``bentoml containerize`` command line for a chosen backend (``docker`` or ``buildah``)."""
-    cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", backend]
+def containerize_command(bento_tag: str, image_tag: str | None, chosen: str, base_image: str | None,
+                         extra_args: list[str] | None = None, card: dict[str, Any] | None = None) -> list[str]:
+    """The ``bentoml containerize`` command line for an already chosen builder (``docker`` or ``buildah``),
+    with the model card as image labels: `card` (None: the Bento's own card, see `bento_card`; {}: no labels)."""
+    cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", chosen]
     if image_tag:
         cmd += ["-t", image_tag]
-    if backend == "buildah":
+    if chosen == "buildah":
         cmd += buildah_options(base_image)
+    if card is None:
+        card = bento_card(bento_tag)
+        if card is None:
+            print(f"warning: no model card found in Bento {bento_tag}: the image gets no io.modeldeploy.card "
+                  "labels", file=sys.stderr)
     if card:
         cmd += label_options(image_labels(card))
-    cmd += extra_args or []
-    return cmd
+    return cmd + (extra_args or [])
 
 
 def containerize(bento_tag: str, image_tag: str | None = None, extra_args: list[str] | None = None,
@@ -297,9 +307,5 @@ def containerize(bento_tag: str, image_tag: str | None = None, extra_args: list[
         raise DeployError(f"cannot containerize {bento_tag}: {exc}. The Bento itself is ready; run "
                           f"`bentoml containerize {bento_tag}` on a machine with a Docker engine or buildah "
                           "and access to the base image's registry.") from None
-    card = bento_card(bento_tag)
-    if card is None:
-        print(f"warning: no model card found in Bento {bento_tag}: the image gets no io.modeldeploy.card labels",
-              file=sys.stderr)
     base = bento_base_image(bento_tag) if chosen == "buildah" else None
-    return subprocess.call(containerize_command(bento_tag, chosen, image_tag, base, card, extra_args))
+    return subprocess.call(containerize_command(bento_tag, image_tag, chosen, base, extra_args))

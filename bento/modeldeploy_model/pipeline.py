@@ -110,9 +110,10 @@ class DataResult:
 
 
 def stage_data(workdir: Path, dataset: str = "room_price", n_samples: int = config.DEFAULT_ROOM_PRICE_SAMPLES,
-               seed: int = config.DEFAULT_SEED) -> DataResult:
+               seed: int = config.DEFAULT_SEED, label_scale: float = 1.0) -> DataResult:
     workdir.mkdir(parents=True, exist_ok=True)
-    sp = data.split(data.load(dataset, n_samples=n_samples, seed=seed), seed=seed)
+    ds = data.load(dataset, n_samples=n_samples, seed=seed)
+    sp = data.split(ds if label_scale == 1.0 else data.scaled(ds, label_scale), seed=seed)
     sp.save(workdir / "split.npz")
     res = DataResult(sp.dataset, seed, len(sp.y_train), len(sp.y_val), len(sp.y_test), list(sp.feature_names),
                      sp.target_name, sp.data_hash)

@@ -17,7 +17,12 @@ row and column at fault, and never poisons a batch of other people's requests.
 Metrics (on top of BentoML's ``bentoml_service_request_total`` / ``..._duration_seconds``):
     modeldeploy_prediction{model_name, model_version}                 predicted values
     modeldeploy_input_feature_zscore{feature, model_name, model_version}  inputs as z-scores
-    against the training split, so one bucket layout fits every feature: the basis for drift checks.
+    against the training split, so one bucket layout fits every feature: inputs against training.
+    modeldeploy_input_feature{feature, model_name, model_version}  inputs in their own units on
+    one fixed 1-2-5 layout (INPUT_BUCKETS): the same bounds for every model version, so the
+    operator's input-drift check compares the canary's inputs with the stable's bin by bin (two
+    versions trained on different data z-score one input differently, and a discrete feature's
+    point masses then sit on different sides of a bucket bound).
 
 A bad request is the client's mistake, answered with a 4xx that says why: the server logs one
 warning line for it (method, path, status, reason) instead of BentoML's traceback per request.
@@ -55,6 +60,8 @@ logger = logging.getLogger("modeldeploy_model.service")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
 ZSCORE_BUCKETS = (-4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+# 0, +-0.1 .. +-500000 in 1-2-5 steps: 43 bounds, the same for every feature and model version.
+INPUT_BUCKETS = tuple(sorted({0.0} | {s * m * 10.0**e for s in (-1, 1) for e in range(-1, 6) for m in (1, 2, 5)}))
 
 # BentoML logs every exception an endpoint raises, a rejected request body too, with its traceback.
 BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
@@ -270,6 +277,14 @@ class ModelService:
         )
         self.feature_hists = [feature_hist.labels(feature=n, model_name=self.model_name,
                                                   model_version=self.model_version) for n in self.feature_names]
+        input_hist = bentoml.metrics.Histogram(
+            name="modeldeploy_input_feature",
+            documentation="Input features in their own units on one fixed layout, by model version",
+            labelnames=["feature", "model_name", "model_version"],
+            buckets=INPUT_BUCKETS,
+        )
+        self.input_hists = [input_hist.labels(feature=n, model_name=self.model_name,
+                                              model_version=self.model_version) for n in self.feature_names]
         # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
         # scans, and collect young objects less often - GC pauses were the p99 tail under load.
         gc.collect()
@@ -284,6 +299,9 @@ class ModelService:
         z = (X - self.feature_mean) / self.feature_std
         for j, hist in enumerate(self.feature_hists):
             for v in z[:, j].tolist():
+                hist.observe(v)
+        for j, hist in enumerate(self.input_hists):
+            for v in X[:, j].tolist():
                 hist.observe(v)
 
     @bentoml.api(batchable=True, batch_dim=0, max_batch_size=config.MAX_BATCH_SIZE,

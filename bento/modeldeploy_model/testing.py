@@ -211,11 +211,12 @@ def serve_subprocess(artifact_dir: str | os.PathLike[str], port: int | None = No
 
 
 def build_test_artifact(out_dir: str | os.PathLike[str], version_seed: int = 0, kind: str = "ridge",
-                        n_samples: int = 400, quantize: bool = False) -> Path:
+                        n_samples: int = 400, quantize: bool = False, label_scale: float = 1.0) -> Path:
     """Train a small scikit-learn model on synthetic room prices and write its artifact to ``out_dir``.
 
     Different ``version_seed`` values give different data and hence a different model version,
-    which is what a stable/canary pair needs. Takes a couple of seconds; no TensorFlow.
+    which is what a stable/canary pair needs. Takes a couple of seconds; no TensorFlow. ``label_scale``
+    trains on labels multiplied by it (`data.scaled`): a model that passes its gate and predicts wrong.
     """
     from modeldeploy_model.pipeline import stage_data, stage_evaluate, stage_export, stage_train
     from modeldeploy_model.train import TrainOptions
@@ -223,7 +224,7 @@ def build_test_artifact(out_dir: str | os.PathLike[str], version_seed: int = 0, 
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="modeldeploy-work-") as tmp:
         work = Path(tmp)
-        stage_data(work, "room_price", n_samples=n_samples, seed=version_seed)
+        stage_data(work, "room_price", n_samples=n_samples, seed=version_seed, label_scale=label_scale)
         stage_train(work, (kind,), TrainOptions(seed=version_seed, n_estimators=20, max_iter=50))
         stage_evaluate(work)
         stage_export(work, quantize=quantize)

@@ -644,13 +644,20 @@ class PrometheusProvider(_Model):
     insecure_skip_verify: bool = Field(default=False, description="Skip TLS verification (not recommended).")
 
 
-BUILTIN_METRICS = ("error-rate", "latency-p50", "latency-p90", "latency-p99", "request-rate")
+BUILTIN_METRICS = ("error-rate", "latency-p50", "latency-p90", "latency-p99", "request-rate", "prediction-drift",
+                   "input-drift")
+# Built-ins that compare the canary's distribution with the stable's (population stability index).
+DRIFT_METRICS = ("prediction-drift", "input-drift")
+# Their default threshold when `max` is not set: PSI above 0.25 is the usual "significant shift", below
+# 0.1 "no shift"; 0.2 sits between, so a model that really changed is caught before it is blatant.
+DEFAULT_DRIFT_THRESHOLD = 0.2
 # The variables of a custom query (metrics/queries.py renders them); any other {{ ... }} would stay in
 # the PromQL literally, match nothing, and roll the canary back for "no data" far from the typo.
 TEMPLATE_VARIABLES = ("namespace", "name", "track", "revision", "interval")
 TEMPLATE_VARIABLE_RE = r"\{\{[ \t]*(" + "|".join(TEMPLATE_VARIABLES) + r")[ \t]*\}\}"
 _OPENING_RE = r"\{\{"
 _BUILTINS = _cel_list(BUILTIN_METRICS)
+_DRIFTS = _cel_list(DRIFT_METRICS)
 
 
 def _known_variables_only(query: str) -> bool:
@@ -659,8 +666,23 @@ def _known_variables_only(query: str) -> bool:
 
 class MetricCheck(_Model):
     RULES = (
-        Rule("has(self.min) || has(self.max)", lambda m: m.min is not None or m.max is not None,
-             "analysis.metrics[]: set min and/or max (a check without a threshold can never fail)"),
+        Rule(f"has(self.min) || has(self.max) || has(self.maxIncrease) || has(self.maxRatio) || self.name in {_DRIFTS}",
+             lambda m: m.min is not None or m.max is not None or m.max_increase is not None
+             or m.max_ratio is not None or m.name in DRIFT_METRICS,
+             "analysis.metrics[]: set min and/or max, or maxIncrease (error-rate) / maxRatio (latency-pNN) "
+             "relative to the stable (a check without a threshold can never fail)"),
+        Rule("!has(self.maxIncrease) || self.name == 'error-rate'",
+             lambda m: m.max_increase is None or m.name == "error-rate",
+             "analysis.metrics[]: maxIncrease compares the canary's error rate with the stable's and only applies "
+             "to the built-in error-rate check"),
+        Rule("!has(self.maxRatio) || self.name.startsWith('latency-p')",
+             lambda m: m.max_ratio is None or m.name.startswith("latency-p"),
+             "analysis.metrics[]: maxRatio compares the canary's latency quantile with the stable's and only "
+             "applies to the built-in latency-p50, latency-p90 and latency-p99 checks"),
+        Rule(f"!(self.name in {_DRIFTS}) || (!has(self.min) && (!has(self.max) || self.max > 0.0))",
+             lambda m: m.name not in DRIFT_METRICS or (m.min is None and (m.max is None or m.max > 0)),
+             "analysis.metrics[]: prediction-drift and input-drift take only max, the highest population "
+             f"stability index tolerated (> 0; default {DEFAULT_DRIFT_THRESHOLD})"),
         Rule("!has(self.min) || !has(self.max) || self.min <= self.max",
              lambda m: m.min is None or m.max is None or m.min <= m.max,
              "analysis.metrics[]: min must be less than or equal to max (no value could pass)"),
@@ -684,8 +706,8 @@ class MetricCheck(_Model):
     )
 
     name: Annotated[str, dns_label("analysis.metrics[].name", "check")] = Field(
-        description="A built-in (error-rate, latency-p50, latency-p90, latency-p99, request-rate) or your own name "
-                    "with a query.")
+        description="A built-in (error-rate, latency-p50, latency-p90, latency-p99, request-rate, prediction-drift, "
+                    "input-drift) or your own name with a query.")
     query: Annotated[str, checked(
         matching(r"[^ \t\r\n]", "analysis.metrics[].query must not be empty: give a PromQL expression that returns "
                                 "one number"),
@@ -697,7 +719,36 @@ class MetricCheck(_Model):
         default=None, description="PromQL template; variables {{ namespace }}, {{ name }}, {{ track }}, "
                                   "{{ revision }}, {{ interval }}.")
     min: float | None = Field(default=None, description="Fail when the value is below this.")
-    max: float | None = Field(default=None, description="Fail when the value is above this.")
+    max: float | None = Field(default=None, description="Fail when the value is above this (prediction-drift, "
+                                                        f"input-drift: the PSI; default {DEFAULT_DRIFT_THRESHOLD}).")
+    max_increase: float | None = Field(
+        default=None, ge=0, le=1,
+        description="error-rate only: fail when the canary's error rate exceeds the stable's, measured over the "
+                    "same window, by more than this (0.02: two points), decided by a two-proportion test at "
+                    "analysis.confidence; a stable-wide incident raises both and does not fail the canary.")
+    max_ratio: float | None = Field(
+        default=None, ge=1, le=100,
+        description="latency-pNN only: fail when the canary's quantile exceeds this times the stable's over the "
+                    "same window (1.5: 50 % slower), decided by a binomial test on the canary's histogram.")
+
+    @property
+    def absolute(self) -> bool:
+        """Judged by its own value against min/max (every check with a threshold but the drift checks)."""
+        return self.name not in DRIFT_METRICS and (self.min is not None or self.max is not None)
+
+    @property
+    def comparison(self) -> str | None:
+        """The baseline check this one asks for (its name in status), or None: the drift checks, and
+        error-rate / latency-pNN with maxIncrease / maxRatio, are measured against the stable."""
+        if self.name in DRIFT_METRICS:
+            return self.name
+        if self.max_increase is not None or self.max_ratio is not None:
+            return f"{self.name}-vs-stable"
+        return None
+
+    @property
+    def drift_threshold(self) -> float:
+        return DEFAULT_DRIFT_THRESHOLD if self.max is None else self.max
 
 
 class Analysis(_Model):
@@ -731,10 +782,16 @@ class Analysis(_Model):
         description="How often the canary is measured within a step (fail fast): a failure that is already "
                     "certain rolls the canary back at once instead of at the end of the step. Capped at "
                     "canary.interval; a step still passes only at its end.")
+    pass_confidence: float = Field(
+        default=0.8, ge=0.5, le=0.9999,
+        description="Confidence a baseline check (maxIncrease, maxRatio, prediction-drift, input-drift) must reach "
+                    "that the canary is within its threshold before a step passes; below it, and below "
+                    "`confidence` for a failure, the analysis is Inconclusive and the step is held.")
     confidence: float = Field(
         default=0.99, ge=0.5, le=0.9999,
-        description="Confidence at which a failure counts as certain before the end of a step (error-rate: a "
-                    "one-sided Wilson bound on the canary's request counts, spread over the step's measurements).")
+        description="Confidence at which a failure counts as certain (error-rate: a one-sided Wilson bound on the "
+                    "canary's request counts; baseline checks: their test against the stable). Within a step it is "
+                    "spread over the step's measurements, so a failure proven early ends the step at once.")
 
 
 def _cel_value(value: Any) -> str:
@@ -1000,6 +1057,8 @@ class AnalysisRecord(_StatusModel):
     time: str = Field(description="RFC 3339 time of the analysis.")
     confidence: float | None = Field(default=None, description="Confidence the verdict reached (statistical "
                                                                "checks), e.g. 0.99.")
+    baseline: float | None = Field(default=None, description="Baseline checks: the stable's value over the same "
+                                                             "window (error rate, latency quantile).")
     early: bool = Field(default=False, description="Decided by an in-step measurement before the step's end.")
 
 

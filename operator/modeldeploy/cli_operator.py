@@ -27,7 +27,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -300,11 +300,13 @@ def render_status(obj: dict[str, Any], wide: bool = False) -> str:
     analyses = st.get("lastAnalysis") or []
     if analyses:
         lines.append("  Last analyses:")
-        lines.append(f"    {'TIME':<21}{'METRIC':<16}{'VALUE':>10}{'MIN':>8}{'MAX':>8}  {'VERDICT':<13}MESSAGE")
+        # STABLE: the stable's value over the same window (baseline checks); CONF: the confidence the verdict reached.
+        lines.append(f"    {'TIME':<21}{'METRIC':<23}{'VALUE':>10}{'STABLE':>10}{'MIN':>8}{'MAX':>8}{'CONF':>8}  "
+                     f"{'VERDICT':<13}MESSAGE")
         for a in analyses if wide else analyses[:10]:
-            lines.append(f"    {a.get('time', ''):<21}{a.get('metric', ''):<16}{_fmt(a.get('value')):>10}"
-                         f"{_fmt(a.get('min')):>8}{_fmt(a.get('max')):>8}  {a.get('verdict', ''):<13}"
-                         f"{a.get('message', '')}")
+            lines.append(f"    {a.get('time', ''):<21}{a.get('metric', ''):<23}{_fmt(a.get('value')):>10}"
+                         f"{_fmt(a.get('baseline')):>10}{_fmt(a.get('min')):>8}{_fmt(a.get('max')):>8}"
+                         f"{_fmt(a.get('confidence')):>8}  {a.get('verdict', ''):<13}{a.get('message', '')}")
     history = st.get("history") or []
     if history:
         lines.append("  History:")
@@ -384,11 +386,13 @@ def finished(obj: dict[str, Any]) -> bool:
     return current and phase_of(obj) in FINAL_PHASES
 
 
-def watch(conn: Conn, obj: dict[str, Any], timeout: float | None) -> int:
+def watch(conn: Conn, obj: dict[str, Any], timeout: float | None,
+          line: Callable[[dict[str, Any]], str] = watch_line) -> int:
     """Print a line per change until the rollout ends (its phase's exit code) or `timeout` (exit 7).
 
     A watch on the one object (fieldSelector on its name), resumed from the last resourceVersion
-    when the server closes it; re-read after 410 Gone."""
+    when the server closes it; re-read after 410 Gone. `line` renders a change (`modeldeploy
+    release` prints its own stage-prefixed lines)."""
     from kubernetes import watch as kwatch
     from kubernetes.client.rest import ApiException
 
@@ -399,7 +403,7 @@ def watch(conn: Conn, obj: dict[str, Any], timeout: float | None) -> int:
     def show(o: dict[str, Any]) -> None:
         nonlocal last
         if _summary(o) != last:
-            print(watch_line(o), flush=True)
+            print(line(o), flush=True)
             last = _summary(o)
 
     show(obj)

@@ -13,6 +13,11 @@ out must not look like success. The README's CLI section documents the same tabl
     6    status: Failed
     7    status --watch: timed out before the rollout ended
     130  interrupted (Ctrl-C)
+
+`modeldeploy release` (train to production, following the canary) uses the same codes for how
+the release ended: 0 promoted (Healthy, the released revision stable), 1 any other stage failed
+(build, load, apply, ...), 3 quality gate failed (nothing was built or deployed), 4 rolled back,
+5 Degraded, 6 Failed, 7 the follow timed out (the rollout goes on).
 """
 
 from __future__ import annotations

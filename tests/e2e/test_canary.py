@@ -35,18 +35,19 @@ FAULTS = {
 @pytest.fixture
 def scenario(rk: RealCluster, node_images: Images, prometheus_sd: PrometheusServer
              ) -> Iterator[Callable[..., ServiceLoad | None]]:
-    """`scenario(**spec)`: v1 Healthy with 2 Ready pods, both scraped, load running through the Service."""
+    """`scenario(**spec)`: v1 (or `model`) Healthy with 2 Ready pods, both scraped, load running through the
+    Service; `analysis` and `canary` update the defaults below."""
     loads: list[ServiceLoad] = []
 
     def start(load: bool = True, prometheus_address: str | None = None, name: str = "price",
-              **spec: Any) -> ServiceLoad | None:
+              model: dict[str, Any] | None = None, **spec: Any) -> ServiceLoad | None:
         analysis = {"prometheus": {"address": prometheus_address or prometheus_sd.url, "timeout": "2s"},
                     "minRequests": 10, "failureLimit": 1, "errorLimit": 2,
                     "metrics": [{"name": "error-rate", "max": 0.05}, {"name": "latency-p99", "max": 0.3}]}
         analysis.update(spec.pop("analysis", {}))
         rollout = {"strategy": "Canary", "canary": {"steps": [25, 50], "interval": "5s"}, "analysis": analysis}
         rollout["canary"].update(spec.pop("canary", {}))  # type: ignore[union-attr]
-        rk.create(mdep(name, model=node_images.model("v1"), rollout=rollout, **spec))
+        rk.create(mdep(name, model=model or node_images.model("v1"), rollout=rollout, **spec))
         wait_for(lambda: rk.healthy(name), 180, what=f"{name} v1 Healthy")
         wait_for(lambda: len([t for t in prometheus_sd.discovered(namespace=rk.ns, modeldeploy_io_name=name)
                               if t["health"] == "up"]) == 2, 60, what="both v1 pods discovered and scraped")

@@ -39,3 +39,18 @@ def test_fetch_card_from_a_served_model(server, tiny_artifact):
 def test_fetch_card_from_nothing_fails_within_its_timeout():
     with pytest.raises(CardError, match="metadata"):
         fetch_card("127.0.0.1", free_port(), timeout=2.0)
+
+
+def test_bento_card_reads_the_card_of_a_built_bento(tiny_artifact):
+    """A built Bento refers to its model in BentoML's model store: the card labels come from there."""
+    from modeldeploy_model.deploy import bento_card, containerize_command, image_labels
+    from modeldeploy_model.package import package
+
+    res = package(tiny_artifact, name="card_test")
+    assert res.bento_tag is not None
+    card = bento_card(res.bento_tag)
+    assert card == runtime.load_card(tiny_artifact)
+    cmd = containerize_command(res.bento_tag, "localhost/card-test:1", "buildah", None)
+    labels = image_labels(card)
+    assert all(f"label={k}={v}" in cmd for k, v in labels.items())
+    assert bento_card("card_test:no-such-version") is None

@@ -92,7 +92,8 @@ def test_manifest_exact_fields(tmp_path, capsys):
                 "canary": {"steps": [10, 25, 50], "interval": "30s"},
                 "analysis": {
                     "prometheus": {"address": "http://prometheus.monitoring:9090"},
-                    "metrics": [{"name": "error-rate", "max": 0.01}, {"name": "latency-p99", "max": 0.5}],
+                    "metrics": [{"name": "error-rate", "max": 0.01}, {"name": "latency-p99", "max": 0.5},
+                                {"name": "prediction-drift", "max": 0.2}],
                 },
             },
         },

@@ -113,6 +113,8 @@ def test_metrics_series_and_labels(client, tiny_artifact):
     assert pred and all(lb["model_version"] == version for lb in pred)
     feats = {labels_of(ln)["feature"] for ln in metric_lines(text, "modeldeploy_input_feature_zscore_count")}
     assert feats == {"area", "floor", "renovation"}
+    raw = {labels_of(ln)["feature"] for ln in metric_lines(text, "modeldeploy_input_feature_count")}
+    assert raw == {"area", "floor", "renovation"}
 
 
 BAD_REQUESTS = [

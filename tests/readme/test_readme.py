@@ -146,5 +146,5 @@ def test_first_screen_demo() -> None:
                                                          "LANG": "C.UTF-8"},
                          capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, f"{out.stdout[-6000:]}\n{out.stderr[-4000:]}"
-    for expected in ("rolled back", "promoted", "machine as it was: yes"):
+    for expected in ("rolled back", "promoted", "rolled back by prediction drift", "machine as it was: yes"):
         assert expected in out.stdout, f"make demo did not say {expected!r}:\n{out.stdout[-4000:]}"

@@ -317,8 +317,8 @@ def _labels_in(cmd: list[str]) -> dict[str, str]:
 
 @pytest.mark.parametrize("backend", ["buildah", "docker"])
 def test_containerize_command_sets_the_labels(backend: str) -> None:
-    cmd = deploy.containerize_command("room_price:abc", backend, "registry.example/m:v1",
-                                      "localhost/modeldeploy/base:x", CARD, ["--opt", "no-cache"])
+    cmd = deploy.containerize_command("room_price:abc", "registry.example/m:v1", backend,
+                                      "localhost/modeldeploy/base:x", ["--opt", "no-cache"], card=CARD)
     assert cmd[1:7] == ["-m", "bentoml", "containerize", "room_price:abc", "--backend", backend]
     assert cmd[cmd.index("-t") + 1] == "registry.example/m:v1"
     assert _labels_in(cmd) == deploy.image_labels(CARD)
@@ -330,8 +330,19 @@ def test_containerize_command_sets_the_labels(backend: str) -> None:
             assert re.split(r"=|:", value, maxsplit=1)[0] == "label"
 
 
-def test_containerize_without_a_card_sets_no_labels() -> None:
-    assert _labels_in(deploy.containerize_command("room_price:abc", "docker", None, None, None)) == {}
+def test_containerize_without_a_card_sets_no_labels(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert _labels_in(deploy.containerize_command("room_price:abc", None, "docker", None, card={})) == {}
+    monkeypatch.setattr(deploy, "bento_card", lambda tag: None)  # a Bento without a card.json
+    assert _labels_in(deploy.containerize_command("room_price:abc", None, "docker", None)) == {}
+    assert "no model card found in Bento room_price:abc" in capsys.readouterr().err
+
+
+def test_containerize_command_reads_the_bentos_card_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`modeldeploy release` builds its command without a card: the Bento's own card labels the image."""
+    monkeypatch.setattr(deploy, "bento_card", lambda tag: CARD if tag == "room_price:abc" else None)
+    cmd = deploy.containerize_command("room_price:abc", "m:v1", "buildah", None)
+    assert _labels_in(cmd) == deploy.image_labels(CARD)
 
 
 def test_containerize_runs_the_command_with_the_bentos_card(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ check runs again before every query, so nothing is sent on a stale observation.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 
 from kubernetes.client.rest import ApiException
@@ -24,7 +25,7 @@ from modeldeploy.api import MetricCheck, ModelDeployment, parse_duration
 from modeldeploy.k8s import Kube
 from modeldeploy.metrics import MetricProvider, ProviderError, queries
 from modeldeploy.metrics.prometheus import PrometheusProvider, address_allowed, credentials_from_secret, scrub
-from modeldeploy.rollout.analysis import AnalysisResult, Measurement, analyse, counted, probe
+from modeldeploy.rollout.analysis import AnalysisResult, Comparison, Measurement, Track, analyse, counted, probe
 from modeldeploy.rollout.engine import MeasureRequest, View, fmt_time, measurement_due
 
 log = logging.getLogger(__name__)
@@ -74,18 +75,21 @@ class AnalysisRunner:
                 queries.builtin(check.name, ns, name, "canary", rev, window)
             return _query(provider, check, promql)
 
+        stable = md.status.stable.hash if md.status.stable is not None else None
+        comparisons = [compare_tracks(provider, c, ns, name, rev, stable, window) for c in a.metrics if c.comparison]
         if req.kind == "probe":
             requests = _query(provider, None, queries.request_delta(ns, name, "canary", rev, window))
             errors = None
             if any(counted(c) for c in a.metrics):
                 errors = _query(provider, None, queries.request_delta(ns, name, "canary", rev, window, errors=True))
-            values = [Measurement(c) if counted(c) else value_check(c) for c in a.metrics]
-            return probe(a, requests, errors, values, stamp, req.alpha, md.status.probe_failures)
+            values = [Measurement(c) if counted(c) else value_check(c) for c in a.metrics if c.absolute]
+            return probe(a, requests, errors, values, stamp, req.alpha, md.status.probe_failures, comparisons)
         requests = _query(provider, None, queries.request_count(ns, name, "canary", rev, window))
         targets = None
         if requests.error is None and requests.value is None:  # no series at all: no traffic, or unseen pods?
             targets = _query(provider, None, queries.targets(ns, name, "canary", rev))
-        return analyse(a, requests, [value_check(c) for c in a.metrics], stamp, targets=targets)
+        return analyse(a, requests, [value_check(c) for c in a.metrics if c.absolute], stamp, targets=targets,
+                       comparisons=comparisons)
 
     def problems(self, md: ModelDeployment) -> list[str]:
         """What forbids using this object's Prometheus settings (empty: nothing, or no analysis to run)."""
@@ -137,3 +141,37 @@ def _query(provider: MetricProvider, check: MetricCheck | None, promql: str) -> 
         log.exception("metric provider failed on %s", promql)
         return Measurement(check=check, error=f"provider failed: {type(e).__name__}: {scrub(str(e))}")
 
+
+
+def _number(value: float | None) -> float:
+    return 0.0 if value is None or math.isnan(value) else value
+
+
+def compare_tracks(provider: MetricProvider, check: MetricCheck, namespace: str, name: str, canary: str,
+                stable: str | None, window: str) -> Comparison:
+    """Both tracks' data for one baseline check over the same window; any failure is the comparison's error."""
+    if stable is None:
+        return Comparison(check, error="no stable revision to compare the canary with")
+    tracks: dict[str, Track] = {}
+    for track, revision in (("canary", canary), ("stable", stable)):
+        t = tracks[track] = Track()
+        for key, promql in queries.comparison(check.name, namespace, name, track, revision, window).items():
+            try:
+                if key == "requests":
+                    t.requests = _number(provider.query(promql))
+                elif key == "errors":
+                    t.errors = _number(provider.query(promql))
+                elif key == "buckets":
+                    t.buckets = [(float(labels["le"]), _number(v)) for labels, v in provider.query_vector(promql)
+                                 if "le" in labels]
+                else:
+                    for labels, v in provider.query_vector(promql):
+                        if "le" in labels:
+                            t.features.setdefault(labels.get("feature", "?"), []).append(
+                                (float(labels["le"]), _number(v)))
+            except ProviderError as e:
+                return Comparison(check, error=str(e))
+            except Exception as e:  # a provider bug must still be "not a success", never a failed reconcile
+                log.exception("metric provider failed on %s", promql)
+                return Comparison(check, error=f"provider failed: {type(e).__name__}: {scrub(str(e))}")
+    return Comparison(check, canary=tracks["canary"], stable=tracks["stable"])

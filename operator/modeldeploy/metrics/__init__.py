@@ -18,5 +18,8 @@ class MetricProvider(Protocol):
     def query(self, promql: str) -> float | None:
         """One instant value: a float (possibly NaN), None for an empty result; raises ProviderError."""
 
+    def query_vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """Every series of an instant vector as (labels, value) (empty when none); raises ProviderError."""
+
     def is_online(self) -> bool:
         """Cheap reachability check."""

@@ -293,6 +293,19 @@ class PrometheusProvider:
             raise ProviderError(f"malformed response from prometheus at {self.address}: no resultType")
         raise ProviderError(f"prometheus answered with an unknown resultType {kind!r:.40}: {promql}")
 
+    def query_vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        data = self._get("/api/v1/query", {"query": promql})
+        kind, result = data.get("resultType"), data.get("result")
+        if kind != "vector" or not isinstance(result, list):
+            raise ProviderError(f"query returned a {kind} result, expected an instant vector: {promql}")
+        out = []
+        for sample in result:
+            labels = sample.get("metric") if isinstance(sample, dict) else None
+            if not isinstance(labels, dict):
+                raise ProviderError(f"malformed vector in prometheus answer (no labels): {promql}")
+            out.append(({str(k): str(v) for k, v in labels.items()}, _sample(sample, promql)))
+        return out
+
     def is_online(self) -> bool:
         try:
             self._get("/api/v1/query", {"query": "1"})

@@ -21,6 +21,9 @@ from modeldeploy.api import TEMPLATE_VARIABLE_RE
 
 REQUESTS = "bentoml_service_request_total"
 DURATION = "bentoml_service_request_duration_seconds_bucket"
+# The modeldeploy Bento service's own histograms (bento/modeldeploy_model/service.py).
+PREDICTIONS = "modeldeploy_prediction_bucket"
+FEATURES = "modeldeploy_input_feature_bucket"  # inputs in their own units, one bucket layout for every version
 INFRA_ENDPOINTS = "/livez|/readyz|/healthz|/metrics"
 
 # The variables and their syntax are the API's (the CRD refuses a query with any other {{ ... }}).
@@ -71,3 +74,33 @@ def builtin(metric: str, namespace: str, name: str, track: str, revision: str, w
         q = int(metric.removeprefix("latency-p")) / 100
         return f"histogram_quantile({q}, sum by (le) (rate({DURATION}{{{sel}}}[{window}])))"
     raise ValueError(f"unknown built-in metric {metric!r}")
+
+
+def track_selector(namespace: str, name: str, track: str, revision: str) -> str:
+    """The track's series by the relabelled pod labels alone (for series without an endpoint label)."""
+    return (f'namespace="{namespace}",modeldeploy_io_name="{name}",modeldeploy_io_track="{track}",'
+            f'modeldeploy_io_revision=~"{re.escape(revision)}|"')
+
+
+def histogram_delta(metric: str, sel: str, by: str, window: str) -> str:
+    """Bucket counts gained since `window` ago, per `by` (e.g. "le"), from the raw counters as in
+    `request_delta`: a bucket series born inside the window counts from zero."""
+    now = f"sum by ({by}) ({metric}{{{sel}}})"
+    return f"({now} - sum by ({by}) ({metric}{{{sel}}} offset {window})) or {now}"
+
+
+def comparison(check_name: str, namespace: str, name: str, track: str, revision: str,
+               window: str) -> dict[str, str]:
+    """What a baseline check needs of one track over the window: named queries (see controller.analysis)."""
+    if check_name == "error-rate":
+        return {"requests": request_delta(namespace, name, track, revision, window),
+                "errors": request_delta(namespace, name, track, revision, window, errors=True)}
+    if check_name.startswith("latency-p"):
+        return {"buckets": histogram_delta(DURATION, selector(namespace, name, track, revision), "le", window)}
+    if check_name == "prediction-drift":
+        return {"buckets": histogram_delta(PREDICTIONS, track_selector(namespace, name, track, revision), "le",
+                                           window)}
+    if check_name == "input-drift":
+        return {"features": histogram_delta(FEATURES, track_selector(namespace, name, track, revision),
+                                            "feature, le", window)}
+    raise ValueError(f"no baseline comparison for {check_name!r}")

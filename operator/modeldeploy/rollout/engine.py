@@ -365,7 +365,8 @@ def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, no
         d.route_weight = d.weight if view.canary_available and not view.blocked else 0
         d.message = f"canary {rev.hash} at step {st.current_step}/{len(steps)} ({d.weight}%){msg_suffix}"
         if st.inconclusive_checks:
-            d.message += f"; holding: {st.inconclusive_checks} inconclusive analyses (not enough traffic)"
+            d.message += (f"; holding: {st.inconclusive_checks} inconclusive analyses (not enough traffic or evidence "
+                          "to decide)")
         d.analysis_due_in = _next_wake(md, st, now)
         return d
 
@@ -451,8 +452,8 @@ def _decide(md: ModelDeployment, view: View, analysis: AnalysisResult | None, no
             st.provider_errors = 0
             st.inconclusive_checks += 1
             if st.inconclusive_checks >= a.inconclusive_limit:
-                return rollback(f"not enough traffic to judge the canary after {st.inconclusive_checks} analyses: "
-                                f"{analysis.reason}", Phase.FAILED)
+                return rollback(f"not enough traffic or evidence to judge the canary after {st.inconclusive_checks} "
+                                f"analyses: {analysis.reason}", Phase.FAILED)
         else:
             st.provider_errors = 0
             st.inconclusive_checks = 0
