@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -422,3 +423,27 @@ def test_kube_list_asks_the_server_by_label_with_a_limit_and_timeout() -> None:
     kube = Kube(Api())  # type: ignore[arg-type]
     assert kube.list("Pod", "ns", "a=b,c=d", limit=20, timeout=2.0) == [{"metadata": {"name": "p"}}]
     assert calls == [("/api/v1/namespaces/ns/pods", "GET", [("labelSelector", "a=b,c=d"), ("limit", "20")], 2.0)]
+
+
+def test_with_a_pool_the_reconcile_never_waits_for_a_read_and_a_finished_read_queues_one() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    release, queued = threading.Event(), threading.Event()
+    fetched: list[str] = []
+
+    def slow_fetch(host: str, port: int) -> ModelCard:  # a pod that takes its time to answer
+        fetched.append(host)
+        assert release.wait(timeout=10)
+        return ModelCard.from_card(CARD)
+
+    md = with_stable()
+    assert md.status.stable is not None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reader = CardReader(FakeKube([pod("10.0.0.1")]), fetch=slow_fetch, pool=pool,  # type: ignore[arg-type]
+                            on_read=lambda ns, name: queued.set() if (ns, name) == (md.namespace, md.name) else None)
+        assert reader.cards(md) == {}  # returned at once: the read is in the pool
+        assert reader.cards(md) == {}  # in flight: not asked a second time
+        release.set()
+        assert queued.wait(timeout=10)  # the finished read asks for a reconcile
+        assert reader.cards(md) == {md.status.stable.hash: ModelCard.from_card(CARD)}
+    assert fetched == ["10.0.0.1"]

@@ -7,15 +7,17 @@ so the operator asks one Ready pod of the revision (pods labelled modeldeploy.io
 modeldeploy.io/revision) and the pure plan copies it into status.stable.card / status.canary.card.
 
 Which revisions: those in status.stable / status.canary without a card, and the pod template revision of
-each observed Deployment with a ready pod, so the pass that records a newly rolled-out revision in status
-records its card with it (not only after the next resync).
+each observed Deployment with a ready pod, so a revision's card is usually read by the time the plan
+records the revision in status (a rolling update's new stable) and goes in with it.
 
 Why it is cheap and never in the way of a rollout: a revision whose card status already holds is never
 asked again (the plan carries it, also from canary to stable on promotion); one read but not in status
 yet is kept in memory until it is (or its revision is gone); a failed read is retried after
 RETRY_SECONDS per revision, backing off to RETRY_MAX_SECONDS; the pod list and the GET each time out
 after TIMEOUT_SECONDS; and nothing raises out of here: no card is only a card not shown (a debug log
-line says why). The reads run in the reconcile's worker thread, as the analysis' queries do.
+line says why). The reads run in a small pool of their own, never in a reconcile: a pod IP that does
+not answer (kwok's fake pods, a NetworkPolicy) would hold a worker for the whole timeout; a finished
+read queues a reconcile of its object, which copies the card into status.
 
 Why plain http.client to the pod IP: no proxy from the environment and no redirects followed (a model
 server must not be able to send the operator elsewhere), and the answer is read up to MAX_BYTES only.
@@ -26,8 +28,11 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Any
 
 from modeldeploy.api import ModelCard, ModelDeployment
@@ -96,28 +101,40 @@ def _serving_revision(dep: dict[str, Any] | None) -> str | None:
     return str(revision) if revision else None
 
 
+@dataclass
+class _Memory:
+    """What the reader knows of one ModelDeployment's revisions (by revision hash)."""
+
+    retry: dict[str, tuple[float, int]] = field(default_factory=dict)  # not asked before (monotonic), failures
+    read: dict[str, ModelCard] = field(default_factory=dict)  # read (or seen in status): not read again
+    pending: set[str] = field(default_factory=set)  # a read in flight
+
+
 class CardReader:
-    """Reads the cards of a ModelDeployment's revisions that status does not hold yet."""
+    """Reads the cards of a ModelDeployment's revisions that status does not hold yet.
+
+    With a `pool` the reads run there and `cards` never waits for one: a finished read calls
+    `on_read(namespace, name)` (the controller queues a reconcile, which finds the card). Without a pool
+    (tests) `cards` reads in the calling thread. State is shared by the reconcile workers and the pool,
+    so every access holds the lock."""
 
     def __init__(self, kube: Kube, fetch: Callable[[str, int], ModelCard] = fetch_card,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, pool: Executor | None = None,
+                 on_read: Callable[[str, str], None] | None = None) -> None:
         self.kube = kube
         self.fetch = fetch
         self.clock = clock
-        # (namespace, name, revision hash) -> (monotonic time before which it is not asked again, failures).
-        self._retry_at: dict[tuple[str, str, str], tuple[float, int]] = {}
-        # Cards read but not in status yet (e.g. a rolling update's new revision): not read again meanwhile.
-        self._read_cards: dict[tuple[str, str, str], ModelCard] = {}
+        self.pool = pool
+        self.on_read = on_read
+        self._lock = threading.Lock()
+        self._memory: dict[tuple[str, str], _Memory] = {}
 
     def cards(self, md: ModelDeployment, observed: Observed | None = None) -> dict[str, ModelCard]:
         """Cards by revision hash: md's stable and canary revisions without one in status, and the revision
         of each observed Deployment with a ready pod (so the pass that records a new stable revision in
-        status has its card too, instead of the next resync)."""
-        out: dict[str, ModelCard] = {}
+        status can record its card too)."""
         ns, name = md.namespace, md.name
         carded = {r.hash: r.card for r in (md.status.stable, md.status.canary) if r is not None and r.card is not None}
-        for h, held in carded.items():  # remembered: a promoted canary's card, until status.stable has it
-            self._read_cards[(ns, name, h)] = held
         wanted: dict[str, int] = {}
         if md.status.stable is not None:
             wanted[md.status.stable.hash] = (md.status.stable_model or md.spec.model).port
@@ -128,41 +145,64 @@ class CardReader:
             if serving is not None:
                 wanted.setdefault(serving, md.spec.model.port)
         wanted = {h: port for h, port in wanted.items() if h not in carded}
-        current = {(ns, name, h) for h in wanted}
-        for key in [k for k in self._retry_at if k[:2] == (ns, name) and k not in current]:
-            del self._retry_at[key]  # that revision is gone, or has its card in status
-        for key in [k for k in self._read_cards if k[:2] == (ns, name) and k not in current and k[2] not in carded]:
-            del self._read_cards[key]  # that revision is gone
-        for revision, port in wanted.items():
-            key = (ns, name, revision)
-            if key in self._read_cards:
-                out[revision] = self._read_cards[key]
-                continue
+        out: dict[str, ModelCard] = {}
+        due: list[tuple[str, int]] = []
+        with self._lock:
+            mem = self._memory.setdefault((ns, name), _Memory())
+            mem.read.update(carded)  # remembered: a promoted canary's card, until status.stable has it
+            for h in [h for h in mem.retry if h not in wanted]:
+                del mem.retry[h]  # that revision is gone, or has its card in status
+            for h in [h for h in mem.read if h not in wanted and h not in carded]:
+                del mem.read[h]  # that revision is gone
             now = self.clock()
-            not_before, failures = self._retry_at.get(key, (0.0, 0))
-            if now < not_before:
-                continue
-            try:
-                card = self._read(md, revision, port)
-            except Exception as e:  # never out of the reconcile: no card is only a card not shown
-                log.debug("%s/%s: no model card for revision %s yet: %s", md.namespace, md.name, revision, e)
-                card = None
-            if card is None:
-                delay = min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2 ** min(failures, 10))
-                self._retry_at[key] = (now + delay, failures + 1)
+            for revision, port in wanted.items():
+                if revision in mem.read:
+                    out[revision] = mem.read[revision]
+                elif revision not in mem.pending and now >= mem.retry.get(revision, (0.0, 0))[0]:
+                    mem.pending.add(revision)
+                    due.append((revision, port))
+        for revision, port in due:
+            if self.pool is not None:
+                self.pool.submit(self._attempt, ns, name, revision, port, True)
             else:
-                self._retry_at.pop(key, None)
-                self._read_cards[key] = out[revision] = card
+                card = self._attempt(ns, name, revision, port)
+                if card is not None:
+                    out[revision] = card
         return out
 
     def forget(self, namespace: str, name: str) -> None:
-        for memory in (self._retry_at, self._read_cards):
-            for key in [k for k in memory if k[:2] == (namespace, name)]:
-                del memory[key]
+        with self._lock:
+            self._memory.pop((namespace, name), None)
 
-    def _read(self, md: ModelDeployment, revision: str, port: int) -> ModelCard | None:
-        selector = f"{LABEL_NAME}={md.name},{LABEL_REVISION}={revision}"
-        pods = self.kube.list("Pod", md.namespace, selector, limit=20, timeout=TIMEOUT_SECONDS)
+    def _attempt(self, ns: str, name: str, revision: str, port: int, notify: bool = False) -> ModelCard | None:
+        """One read; never raises (no card is only a card not shown)."""
+        try:
+            card: ModelCard | None = self._read(ns, name, revision, port)
+        except Exception as e:
+            log.debug("%s/%s: no model card for revision %s yet: %s", ns, name, revision, e)
+            card = None
+        with self._lock:
+            mem = self._memory.get((ns, name))
+            if mem is None:
+                return None  # forgotten meanwhile (the object was deleted)
+            mem.pending.discard(revision)
+            if card is None:
+                failures = mem.retry.get(revision, (0.0, 0))[1]
+                delay = min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2 ** min(failures, 10))
+                mem.retry[revision] = (self.clock() + delay, failures + 1)
+                return None
+            mem.retry.pop(revision, None)
+            mem.read[revision] = card
+        if notify and self.on_read is not None:
+            try:
+                self.on_read(ns, name)
+            except Exception:  # the loop is gone (shutting down): the next resync finds the card
+                log.debug("%s/%s: could not queue a reconcile for the card of %s", ns, name, revision)
+        return card
+
+    def _read(self, ns: str, name: str, revision: str, port: int) -> ModelCard:
+        selector = f"{LABEL_NAME}={name},{LABEL_REVISION}={revision}"
+        pods = self.kube.list("Pod", ns, selector, limit=20, timeout=TIMEOUT_SECONDS)
         pod = next((p for p in pods if _ready(p)), None)
         if pod is None:
             raise CardError(f"no ready pod with {selector}")

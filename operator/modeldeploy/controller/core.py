@@ -41,6 +41,9 @@ from modeldeploy.resources.common import child_names
 
 log = logging.getLogger(__name__)
 
+# Threads reading model cards from pods (each read at most ~2 x cards.TIMEOUT_SECONDS).
+CARD_READERS = 4
+
 
 @dataclass
 class Result:
@@ -57,7 +60,9 @@ class Controller:
         self.settings = settings
         self.analysis = AnalysisRunner(kube, settings.prometheus_allowed_addresses)
         self.observer = Observer(kube, checks=[self.analysis.problems])
-        self.cards = CardReader(kube)
+        # Model cards are read in a pool of their own (controller/cards.py); a read queues a reconcile.
+        self._card_pool = ThreadPoolExecutor(max_workers=CARD_READERS, thread_name_prefix="cards")
+        self.cards = CardReader(kube, pool=self._card_pool, on_read=self._card_read)
         self.executor = Executor(kube, workers=settings.workers, on_create_failed=self._create_failed)
         self.queue = WorkQueue()
         self.known: set[Key] = set()
@@ -97,6 +102,15 @@ class Controller:
         (the next plan reports it) and retry the owner, backing off."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._retry_failed_create, (namespace, name), message)
+
+    def _card_read(self, namespace: str, name: str) -> None:
+        """A model card was read (in the card pool's thread): reconcile its object to record it."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._reconcile_if_known, (namespace, name))
+
+    def _reconcile_if_known(self, key: Key) -> None:
+        if key in self.known:
+            self.queue.add(key)
 
     def _retry_failed_create(self, key: Key, message: str) -> None:
         if key not in self.known:
@@ -148,6 +162,7 @@ class Controller:
         self.started = False
 
     def _finish_work(self) -> None:
+        self._card_pool.shutdown(wait=False, cancel_futures=True)  # a card read in flight is only lost
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.executor.close()
 
