@@ -20,10 +20,18 @@ Why the buildah options: buildah 1.28 spells "never pull" ``--pull-never`` (Bent
 see ``MODELDEPLOY_BASE_IMAGE`` in package.py) must never be pulled. Build steps use the host's
 network and the host's CA bundle (pip and uv may reach PyPI through a TLS proxy whose CA only the
 host trusts); ``--layers`` lets Bentos that differ only in their model share the big venv layer.
+
+Why the image carries the model card as labels: an image found in a registry (or on a node) says
+which model it serves, how it scored and whether it passed its gate, without running it. The card is
+the Bento's model's card.json; ``io.modeldeploy.card`` holds its compact form (the operator's own
+``ModelCard``, the same one ModelDeployment status shows) and ``io.modeldeploy.card.*`` the single
+facts for ``buildah inspect`` / ``docker inspect --format``. BentoML passes ``--opt label=KEY=VALUE``
+through to both builders as ``--label KEY=VALUE`` (one argument each, no shell).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -35,7 +43,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modeldeploy.api import DNS_LABEL_RE, IMAGE_RULE, NAME_RULE, ModelDeployment
+from modeldeploy.api import DNS_LABEL_RE, IMAGE_RULE, NAME_RULE, ModelCard, ModelDeployment
 
 DNS1123 = re.compile(DNS_LABEL_RE)
 # Where each field of the manifest comes from on the command line (API path prefix -> option).
@@ -216,20 +224,83 @@ def buildah_options(base_image: str | None) -> list[str]:
     return opts
 
 
+LABEL_PREFIX = "io.modeldeploy.card"
+
+
+def _num(x: float | None, digits: int = 6) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
+
+
+def image_labels(card: dict[str, Any]) -> dict[str, str]:
+    """OCI image labels from a pipeline card.json: ``io.modeldeploy.card`` = the compact card as JSON,
+    ``io.modeldeploy.card.<fact>`` = one fact each (facts the card does not record are left out)."""
+    mc = ModelCard.from_card(card)
+    facts: dict[str, str | None] = {
+        "name": mc.name, "version": mc.version, "kind": mc.kind, "framework": mc.framework, "runtime": mc.runtime,
+        "dataset": mc.dataset, "data-hash": mc.data_hash,
+        "r2": None if mc.r2 is None else _num(mc.r2),
+        "rmse": None if mc.rmse is None else _num(mc.rmse),
+        "summary": mc.summary or None,
+    }
+    if mc.gate is not None:
+        facts["gate"] = "passed" if mc.gate.passed else "failed"
+        facts["gate-checks"] = "; ".join(f"{c.metric} {c.op} {_num(c.threshold)}: {_num(c.value)}"
+                                         for c in mc.gate.checks) or None
+    facts["parity"] = "native" if mc.parity is None else \
+        f"{mc.parity.runtime} max_abs_diff={_num(mc.parity.max_abs_diff, 3)} passed={mc.parity.passed}"
+    labels = {LABEL_PREFIX: json.dumps(mc.model_dump(by_alias=True, mode="json", exclude_none=True),
+                                       separators=(",", ":"), ensure_ascii=False)}
+    labels.update({f"{LABEL_PREFIX}.{k}": v for k, v in facts.items() if v})
+    return labels
+
+
+def label_options(labels: dict[str, str]) -> list[str]:
+    """``bentoml containerize`` options setting each label (``--opt label=KEY=VALUE``)."""
+    return [arg for k, v in labels.items() for arg in ("--opt", f"label={k}={v}")]
+
+
+def bento_card(bento_tag: str) -> dict[str, Any] | None:
+    """The card.json of the model inside a built Bento (None if it cannot be read)."""
+    try:
+        import bentoml
+
+        bento = bentoml.bentos.get(bento_tag)
+        for m in bento.info.models:
+            # A Bento refers to its model in the model store (BentoML 1.4); an exported one holds a copy.
+            inside = Path(bento.path) / "models" / m.tag.name / str(m.tag.version)
+            where = inside if inside.is_dir() else Path(bentoml.models.get(m.tag).path)
+            path = where / "card.json"
+            if path.is_file():
+                card = json.loads(path.read_text())
+                return card if isinstance(card, dict) else None
+    except Exception:
+        return None
+    return None
+
+
 def containerize_command(bento_tag: str, image_tag: str | None, chosen: str, base_image: str | None,
-                         extra_args: list[str] | None = None) -> list[str]:
-    """The ``bentoml containerize`` command line for an already chosen builder (``docker`` or ``buildah``)."""
+                         extra_args: list[str] | None = None, card: dict[str, Any] | None = None) -> list[str]:
+    """The ``bentoml containerize`` command line for an already chosen builder (``docker`` or ``buildah``),
+    with the model card as image labels: `card` (None: the Bento's own card, see `bento_card`; {}: no labels)."""
     cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", chosen]
     if image_tag:
         cmd += ["-t", image_tag]
     if chosen == "buildah":
         cmd += buildah_options(base_image)
+    if card is None:
+        card = bento_card(bento_tag)
+        if card is None:
+            print(f"warning: no model card found in Bento {bento_tag}: the image gets no io.modeldeploy.card "
+                  "labels", file=sys.stderr)
+    if card:
+        cmd += label_options(image_labels(card))
     return cmd + (extra_args or [])
 
 
 def containerize(bento_tag: str, image_tag: str | None = None, extra_args: list[str] | None = None,
                  backend: str = "auto") -> int:
-    """``bentoml containerize`` the Bento with Docker or buildah; returns the exit code."""
+    """``bentoml containerize`` the Bento with Docker or buildah, its model card as image labels; returns
+    the exit code."""
     try:
         chosen = choose_backend(backend)
     except DeployError as exc:

@@ -931,10 +931,119 @@ class Condition(_StatusModel):
     observed_generation: int | None = Field(default=None, description="Generation this was computed for.")
 
 
+# --------------------------------------------------------------------------------------------
+# The model card of a revision
+# --------------------------------------------------------------------------------------------
+# The pipeline's card.json (bento/modeldeploy_model: name, version, kind, runtime, dataset, data_hash,
+# evaluation.metrics.test, gate, export.parity) is several kilobytes (feature statistics, latency, package
+# versions); status keeps only what says which model this is and why it was allowed to ship. The card
+# comes from the model server (GET /metadata), i.e. from whoever built the image: every string is cut to
+# CARD_TEXT_MAX characters, the gate to CARD_CHECKS_MAX checks, and a number that is not finite is null.
+CARD_TEXT_MAX = 128
+CARD_CHECKS_MAX = 8
+CARD_SUMMARY_MAX = 160
+
+
+def _text(value: Any, limit: int = CARD_TEXT_MAX) -> str | None:
+    return None if value is None else str(value)[:limit]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+class GateCheck(_StatusModel):
+    metric: str = Field(description="Metric on the test split, e.g. r2 or rmse.")
+    op: str = Field(description="How the value is compared with the threshold: >=, >, <= or <.")
+    threshold: float | None = Field(default=None, description="The gate's threshold.")
+    value: float | None = Field(default=None, description="The model's value (null: not a finite number).")
+    passed: bool = Field(description="Whether the value met the threshold.")
+
+
+class Gate(_StatusModel):
+    passed: bool = Field(description="Whether the model passed its quality gate.")
+    checks: list[GateCheck] = Field(default_factory=list, max_length=CARD_CHECKS_MAX,
+                                    description="Each threshold of the gate with the model's value.")
+
+
+class Parity(_StatusModel):
+    runtime: str = Field(description="The exported runtime served (onnx, onnx-int8).")
+    max_abs_diff: float | None = Field(default=None, description="Largest absolute prediction difference from the "
+                                                                 "original model on the test split.")
+    passed: bool = Field(description="Whether the export stayed within tolerance.")
+
+
+class ModelCard(_StatusModel):
+    """What the pipeline recorded about the model a revision serves (its card.json, compacted)."""
+
+    name: str | None = Field(default=None, description="Model name.")
+    version: str | None = Field(default=None, description="Model version (a hash of the model file).")
+    kind: str | None = Field(default=None, description="Model kind selected by the pipeline, e.g. ridge or mlp.")
+    framework: str | None = Field(default=None, description="Training framework: sklearn or keras.")
+    runtime: str | None = Field(default=None, description="Serving runtime: sklearn, keras, onnx or onnx-int8.")
+    dataset: str | None = Field(default=None, description="Training data set.")
+    data_hash: str | None = Field(default=None, description="Fingerprint of the training data.")
+    gate: Gate | None = Field(default=None, description="The quality gate on the test split.")
+    r2: float | None = Field(default=None, description="R² on the test split.")
+    rmse: float | None = Field(default=None, description="RMSE on the test split.")
+    parity: Parity | None = Field(default=None, description="Parity of the served export with the original model "
+                                                            "(null: the native model is served).")
+    summary: str = Field(default="", description="One line: kind, version, test metrics, gate.")
+
+    @classmethod
+    def from_card(cls, card: Any) -> ModelCard:
+        """The compact card of a pipeline card.json (a dict); whatever is missing or malformed is null."""
+        card = _dict(card)
+        test = _dict(_dict(_dict(card.get("evaluation")).get("metrics")).get("test"))
+        gate_in = card.get("gate")
+        gate = None
+        if isinstance(gate_in, dict):
+            checks = [GateCheck(metric=_text(c.get("metric")) or "?", op=_text(c.get("op"), 2) or "?",
+                                threshold=_number(c.get("threshold")), value=_number(c.get("value")),
+                                passed=c.get("passed") is True)
+                      for c in gate_in.get("checks") or [] if isinstance(c, dict)]
+            gate = Gate(passed=gate_in.get("passed") is True, checks=checks[:CARD_CHECKS_MAX])
+        runtime = _text(card.get("runtime"))
+        parity = None
+        for p in _dict(card.get("export")).get("parity") or []:
+            if isinstance(p, dict) and runtime is not None and p.get("runtime") == runtime:
+                parity = Parity(runtime=runtime, max_abs_diff=_number(p.get("max_abs_diff")),
+                                passed=p.get("passed") is True)
+        out = cls(name=_text(card.get("name")), version=_text(card.get("version")), kind=_text(card.get("kind")),
+                  framework=_text(card.get("framework")), runtime=runtime, dataset=_text(card.get("dataset")),
+                  data_hash=_text(card.get("data_hash")), gate=gate, r2=_number(test.get("r2")),
+                  rmse=_number(test.get("rmse")), parity=parity)
+        out.summary = out.line()
+        return out
+
+    def line(self) -> str:
+        """E.g. "ridge 5ff0e122 onnx R²=0.991 RMSE=12.5 gate passed"."""
+        parts = [p for p in (self.kind, (self.version or "")[:8] or None, self.runtime) if p]
+        if self.r2 is not None:
+            parts.append(f"R²={self.r2:.3g}")
+        if self.rmse is not None:
+            parts.append(f"RMSE={self.rmse:.3g}")
+        if self.gate is not None:
+            parts.append("gate passed" if self.gate.passed else "gate FAILED")
+        return " ".join(parts)[:CARD_SUMMARY_MAX]
+
+
 class Revision(_StatusModel):
     image: str = Field(description="Container image.")
     bento: str | None = Field(default=None, description="Bento tag.")
     hash: str = Field(description="Hash of the pod template inputs (spec.model).")
+    card: ModelCard | None = Field(default=None, description="The model card of this revision, read from one of its "
+                                                             "ready pods (GET /metadata); null until then.")
 
 
 class AnalysisRecord(_StatusModel):

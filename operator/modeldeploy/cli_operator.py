@@ -226,6 +226,41 @@ def render_timeline(steps: list[int], timeline: list[dict[str, Any]]) -> list[st
     return lines
 
 
+def _card_rows(card: dict[str, Any], wide: bool = False) -> dict[str, str]:
+    """A status card (ModelCard, camelCase) as FIELD -> text, in the order `modeldeploy status` shows them
+    (the data hash to its first 12 hex digits unless `wide`)."""
+    data_hash = _fmt(card.get("dataHash"))
+    if not wide and len(data_hash) > 19:
+        data_hash = data_hash[:19] + "..."
+    rows = {"name": _fmt(card.get("name")), "version": _fmt(card.get("version")), "kind": _fmt(card.get("kind")),
+            "runtime": _fmt(card.get("runtime")), "dataset": _fmt(card.get("dataset")),
+            "data hash": data_hash, "R² (test)": _fmt(card.get("r2")),
+            "RMSE (test)": _fmt(card.get("rmse"))}
+    gate = card.get("gate")
+    rows["gate"] = "-" if not isinstance(gate, dict) else "passed" if gate.get("passed") else "FAILED"
+    for c in (gate or {}).get("checks") or []:
+        verdict = "ok" if c.get("passed") else "FAILED"
+        rows[f"  {c.get('metric')} {c.get('op')} {_fmt(c.get('threshold'))}"] = f"{_fmt(c.get('value'))} {verdict}"
+    parity = card.get("parity")
+    rows["parity"] = (f"{parity.get('runtime')} max|diff| {_fmt(parity.get('maxAbsDiff'))} "
+                      f"{'passed' if parity.get('passed') else 'FAILED'}") if isinstance(parity, dict) \
+        else "- (native model)"
+    return rows
+
+
+def render_cards(stable: dict[str, Any] | None, canary: dict[str, Any] | None, wide: bool = False) -> list[str]:
+    """The model cards as a table: FIELD | STABLE, and | CANARY beside it while a canary runs (`canary`
+    not None; {} when its card is not read yet)."""
+    columns = [_card_rows(stable, wide) if stable else {}]
+    if canary is not None:
+        columns.append(_card_rows(canary, wide) if canary else {})
+    fields = list(dict.fromkeys(f for col in columns for f in col))
+    header = ["FIELD", "STABLE"] + (["CANARY"] if canary is not None else [])
+    table = [header] + [[f] + [col.get(f, "-") for col in columns] for f in fields]
+    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(header) - 1)]
+    return ["    " + "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + row[-1] for row in table]
+
+
 def render_status(obj: dict[str, Any], wide: bool = False) -> str:
     """A readable, stable text view of one ModelDeployment's rollout (used by `modeldeploy status`).
 
@@ -250,6 +285,12 @@ def render_status(obj: dict[str, Any], wide: bool = False) -> str:
                      f"step {step}/{len(steps)}  target {target}%")
     weight = int(st.get("canaryWeight", 0))
     lines.append(f"  Traffic:   stable {100 - weight}%  canary {weight}%")
+    stable_card, canary_card = stable.get("card"), canary.get("card")
+    if stable_card or canary_card:
+        lines.append("  Model card:")
+        lines.extend(render_cards(stable_card, (canary_card or {}) if canary else None, wide))
+    elif stable or canary:
+        lines.append("  Model card: - (read from a ready pod's /metadata once one serves)")
     lines.append(f"  Checks:    failed {st.get('failedChecks', 0)}  inconclusive {st.get('inconclusiveChecks', 0)}  "
                  f"provider errors {st.get('providerErrors', 0)}")
     timeline = st.get("timeline") or []

@@ -131,6 +131,10 @@ def _printer_columns() -> list[dict[str, Any]]:
         {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight",
          "description": "Percent of traffic on the canary"},
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Model", "type": "string", "jsonPath": ".status.stable.card.summary",
+         "description": "Model card of the stable revision: kind, version, runtime, test R² and RMSE, gate"},
+        {"name": "Canary Model", "type": "string", "jsonPath": ".status.canary.card.summary", "priority": 1,
+         "description": "Model card of the canary revision, if any"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

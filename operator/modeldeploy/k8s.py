@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "Secret": ("/api/v1", "secrets"),  # read only: the Prometheus credentials Secret (controller/analysis.py)
     "ServiceAccount": ("/api/v1", "serviceaccounts"),  # read only: spec.model.serviceAccountName exists
+    "Pod": ("/api/v1", "pods"),  # listed only: a revision's ready pod, to read its model card (controller/cards.py)
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "VirtualService": ("/apis/networking.istio.io/v1", "virtualservices"),
     KIND: (f"/apis/{GROUP}/{VERSION}", PLURAL),
@@ -84,6 +85,10 @@ def context_namespace(kubeconfig: str | None, context: str | None) -> str | None
     ctx = next((c for c in contexts if c.get("name") == context), None) if context else current
     return (ctx or {}).get("context", {}).get("namespace") or None
 
+
+# Kinds only ever listed by label selector (`Kube.list`), never read by name or watched: the RBAC grants
+# `list` alone for them (tests/unit/test_chart_render.py checks the chart against these tables).
+LISTED_KINDS = {"Pod"}
 
 # Kinds whose objects arrive through kopf watch events, so they can be served from memory.
 WATCHED_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", KIND}
@@ -176,6 +181,16 @@ class Kube:
                 raise
             return None
         return obj
+
+    def list(self, kind: str, namespace: str, label_selector: str, limit: int = 50,
+             timeout: float = 30) -> list[dict[str, Any]]:
+        """The objects matching `label_selector` (at most `limit`), always from the server (never cached)."""
+        if kind not in LISTED_KINDS:
+            raise ValueError(f"{kind} is not in k8s.LISTED_KINDS (the chart grants list only for those)")
+        resp = self._call("GET", self._path(kind, namespace),
+                          query=[("labelSelector", label_selector), ("limit", str(limit))], timeout=timeout)
+        items = (resp or {}).get("items") or []
+        return [i for i in items if isinstance(i, dict)]
 
     # -- Leases (leader election; see controller/leader.py) --------------------------------------
     def _lease_path(self, namespace: str, name: str | None = None) -> str:

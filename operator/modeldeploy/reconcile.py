@@ -16,6 +16,7 @@ from modeldeploy import KIND
 from modeldeploy.api import (
     Condition,
     HistoryEntry,
+    ModelCard,
     ModelDeployment,
     ModelDeploymentStatus,
     Phase,
@@ -73,6 +74,9 @@ class Observed:
     # webhook saying no), as status.message shows it; None once a pass wrote its children without one.
     # The controller's memory, seeded after a restart from the status (`previous_apply_error`).
     apply_error: str | None = None
+    # Model cards read from the revisions' ready pods (GET /metadata), by revision hash: only those of
+    # revisions whose card status does not hold yet (controller/cards.py).
+    cards: dict[str, ModelCard] = field(default_factory=dict)
 
 
 @dataclass
@@ -445,6 +449,8 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
             events.append(Event("Normal", "RolloutComplete",
                                 f"revision {stable_rev.hash} ({stable_rev.image}) is serving on all stable replicas"))
 
+    _attach_cards(old, status, observed.cards)
+
     if degraded_reason:
         phase, message = Phase.DEGRADED, degraded_msg
     elif decision.phase is not None:
@@ -467,6 +473,20 @@ def plan(md: ModelDeployment, observed: Observed, now: datetime, analysis: Analy
         requeue = recheck if requeue is None else min(requeue, recheck)
     return Plan(actions, status, events, decision=decision, requeue_after=requeue,
                 conflicts=[(kind, name) for kind, name, _ in conflicts])
+
+
+def _attach_cards(old: ModelDeploymentStatus, status: ModelDeploymentStatus, observed: dict[str, ModelCard]) -> None:
+    """Each current revision keeps the card status already holds for its hash (so a promoted canary's card
+    becomes the stable's), else takes the one just observed. History entries carry none: status stays
+    small, and a revision that comes back (fast rollback) has its card read again from its pods."""
+    known = {**observed, **{r.hash: r.card for r in (old.stable, old.canary) if r is not None and r.card is not None}}
+    for attr in ("stable", "canary"):
+        rev = getattr(status, attr)
+        if rev is not None and rev.card is None and rev.hash in known:
+            setattr(status, attr, rev.model_copy(update={"card": known[rev.hash]}))
+    if any(h.revision.card is not None for h in status.history):
+        status.history = [h.model_copy(update={"revision": h.revision.model_copy(update={"card": None})})
+                          if h.revision.card is not None else h for h in status.history]
 
 
 def status_changed(old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> bool:

@@ -201,7 +201,7 @@ def test_rbac_cluster_wide(default_docs: list[dict]) -> None:
     assert ("", "secrets") not in main and ("", "secrets#named") not in main and ("", "configmaps") not in main
     assert main[("", "events")] == {"create"}
     assert not [k for k in main if k[0] == "events.k8s.io"]
-    assert ("", "pods") not in main
+    assert main[("", "pods")] == {"list"}  # a revision's ready pod, for its model card; never get or watch
     cluster = roles["md-modeldeploy-cluster"]
     assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}  # no namespaces
     assert roles["md-modeldeploy-view"][("modeldeploy.io", "modeldeployments")] == {"get", "list", "watch"}
@@ -241,12 +241,13 @@ def _code_grants() -> dict[tuple[str, str], set[str]]:
     """What the operator's code reads, from its own tables: kopf's watches and the kinds k8s.Kube knows.
 
     list/watch: every kind Kube's cache is fed by watch events (WATCHED_KINDS) and every kopf
-    handler's resource; get: every kind in KINDS (the only kinds Kube reads). Writes are checked
-    against the real API server's audit log in tests/integration/test_rbac_audit.py."""
+    handler's resource; get: every kind in KINDS (the only kinds Kube reads) but those only listed by
+    label (LISTED_KINDS: list alone). Writes are checked against the real API server's audit log in
+    tests/integration/test_rbac_audit.py."""
     import kopf
 
     import modeldeploy.handlers  # noqa: F401  (registers the handlers)
-    from modeldeploy.k8s import KINDS, WATCHED_KINDS
+    from modeldeploy.k8s import KINDS, LISTED_KINDS, WATCHED_KINDS
 
     def key(kind: str) -> tuple[str, str]:
         prefix, plural = KINDS[kind]
@@ -254,7 +255,7 @@ def _code_grants() -> dict[tuple[str, str], set[str]]:
 
     out: dict[tuple[str, str], set[str]] = {}
     for kind in KINDS:
-        out.setdefault(key(kind), set()).add("get")
+        out.setdefault(key(kind), set()).add("list" if kind in LISTED_KINDS else "get")
     for kind in WATCHED_KINDS:
         out[key(kind)] |= {"list", "watch"}
     for h in kopf.get_default_registry()._watching.get_all_handlers():
@@ -313,9 +314,26 @@ def test_prometheus_allow_list_reaches_the_operator() -> None:
 
 
 def _prometheus_egress(docs: list[dict]) -> list[dict]:
+    """The egress rules but DNS, the API server and the model servers' (default port 3000)."""
     np_ = only(docs, "NetworkPolicy")
-    return [r for r in np_["spec"]["egress"] if 53 not in {p["port"] for p in r.get("ports", [])}
-            and 6443 not in {p["port"] for p in r.get("ports", [])}]
+    return [r for r in np_["spec"]["egress"] if not {53, 6443, 3000} & {p["port"] for p in r.get("ports", [])}]
+
+
+def test_networkpolicy_lets_the_operator_read_model_cards() -> None:
+    """The model card is read from a ready model pod (GET /metadata on spec.model.port)."""
+    def model_rules(docs: list[dict]) -> list[dict]:
+        return [r for r in only(docs, "NetworkPolicy")["spec"]["egress"]
+                if r not in _prometheus_egress(docs) and not {53, 6443} & {p["port"] for p in r.get("ports", [])}]
+
+    assert model_rules(render("--set", "networkPolicy.enabled=true")) == [{"ports": [{"port": 3000,
+                                                                                      "protocol": "TCP"}]}]
+    docs = render("--set", "networkPolicy.enabled=true", "--set-json", "networkPolicy.modelPorts=[3000,8080]",
+                  "--set-json", 'networkPolicy.modelTo=[{"namespaceSelector":{"matchLabels":{"team":"ml"}}}]')
+    (rule,) = model_rules(docs)
+    assert rule == {"ports": [{"port": 3000, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}],
+                    "to": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}]}
+    kubernetes_validate.validate(only(docs, "NetworkPolicy"), desired_version="1.34.0", strict=True)
+    assert not model_rules(render("--set", "networkPolicy.enabled=true", "--set-json", "networkPolicy.modelPorts=[]"))
 
 
 def test_networkpolicy_prometheus_ports_come_from_values() -> None:

@@ -47,8 +47,14 @@ def test_crd_names_columns_and_subresources() -> None:
     assert crd["metadata"]["name"] == "modeldeployments.modeldeploy.io"
     assert crd["spec"]["names"]["shortNames"] == ["mdep"]
     v = crd["spec"]["versions"][0]
-    assert [c["name"] for c in v["additionalPrinterColumns"]] == ["Phase", "Stable", "Canary", "Weight", "Ready",
-                                                                   "Age"]
+    columns = v["additionalPrinterColumns"]
+    assert [c["name"] for c in columns] == ["Phase", "Stable", "Canary", "Weight", "Ready", "Model", "Canary Model",
+                                            "Age"]
+    by_name = {c["name"]: c for c in columns}
+    assert by_name["Model"]["jsonPath"] == ".status.stable.card.summary"
+    assert by_name["Canary Model"]["jsonPath"] == ".status.canary.card.summary"
+    assert by_name["Canary Model"]["priority"] == 1  # kubectl get -o wide only
+    assert all("priority" not in c for c in columns if c["name"] != "Canary Model")
     assert v["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     assert "status" in v["subresources"]
 

@@ -143,6 +143,11 @@ The operator's permissions on namespaced resources: the same rules go into one C
   verbs: ["get"]
 {{- end }}
 {{- end }}
+# Pods of a revision, listed by label (modeldeploy.io/name, modeldeploy.io/revision) to find a ready one
+# whose model card (GET /metadata) goes into status: list only, never get, watch or anything else.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Events on ModelDeployments (core/v1, the operator's and kopf's): created, never patched.
 - apiGroups: [""]
   resources: ["events"]

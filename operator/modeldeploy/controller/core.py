@@ -8,6 +8,7 @@ do; the collaborators do the I/O, each found in one hop:
     queue.WorkQueue ........ dedup, delays, one worker per key
     leader.LeaderElector ... the coordination.k8s.io Lease: which replica works
     observe.Observer ....... what the cluster holds (cached reads)
+    cards.CardReader ....... the revisions' model cards, read once from a ready pod each
     analysis.AnalysisRunner  metric queries when the engine says a measurement is due
     executor.Executor ...... status, objects, Events, metrics, as the plan says
 """
@@ -29,6 +30,7 @@ from modeldeploy import KIND, opmetrics
 from modeldeploy.api import ModelDeployment, Phase
 from modeldeploy.config import Settings
 from modeldeploy.controller.analysis import AnalysisRunner
+from modeldeploy.controller.cards import CardReader
 from modeldeploy.controller.executor import ApplyFailed, Executor, NameTaken
 from modeldeploy.controller.leader import LeaderElector, LeaseConfig
 from modeldeploy.controller.observe import Observer
@@ -38,6 +40,9 @@ from modeldeploy.reconcile import Plan, plan, previous_apply_error, view_of
 from modeldeploy.resources.common import child_names
 
 log = logging.getLogger(__name__)
+
+# Threads reading model cards from pods (each read at most ~2 x cards.TIMEOUT_SECONDS).
+CARD_READERS = 4
 
 
 @dataclass
@@ -55,6 +60,9 @@ class Controller:
         self.settings = settings
         self.analysis = AnalysisRunner(kube, settings.prometheus_allowed_addresses)
         self.observer = Observer(kube, checks=[self.analysis.problems])
+        # Model cards are read in a pool of their own (controller/cards.py); a read queues a reconcile.
+        self._card_pool = ThreadPoolExecutor(max_workers=CARD_READERS, thread_name_prefix="cards")
+        self.cards = CardReader(kube, pool=self._card_pool, on_read=self._card_read)
         self.executor = Executor(kube, workers=settings.workers, on_create_failed=self._create_failed)
         self.queue = WorkQueue()
         self.known: set[Key] = set()
@@ -95,6 +103,15 @@ class Controller:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._retry_failed_create, (namespace, name), message)
 
+    def _card_read(self, namespace: str, name: str) -> None:
+        """A model card was read (in the card pool's thread): reconcile its object to record it."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._reconcile_if_known, (namespace, name))
+
+    def _reconcile_if_known(self, key: Key) -> None:
+        if key in self.known:
+            self.queue.add(key)
+
     def _retry_failed_create(self, key: Key, message: str) -> None:
         if key not in self.known:
             return  # deleted meanwhile
@@ -116,6 +133,7 @@ class Controller:
         self.failures.pop(key, None)
         self.apply_errors.pop(key, None)
         self.analysis.forget(key)
+        self.cards.forget(namespace, name)
         self.queue.forget(key)
         opmetrics.MANAGED.set(len(self.known))
         for phase in Phase:
@@ -144,6 +162,7 @@ class Controller:
         self.started = False
 
     def _finish_work(self) -> None:
+        self._card_pool.shutdown(wait=False, cancel_futures=True)  # a card read in flight is only lost
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.executor.close()
 
@@ -274,6 +293,7 @@ class Controller:
         observed = self.observer.observe(md)
         observed.last_probe_at = self.analysis.last_probe.get(key)
         observed.apply_error = self._apply_error(key, md)
+        observed.cards = self.cards.cards(md, observed)
         now = datetime.now(UTC).replace(microsecond=0)
         analysis = self.analysis.measure(key, md, view_of(md, observed), now)
         p = plan(md, observed, now, analysis)
