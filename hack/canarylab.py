@@ -20,7 +20,13 @@ import httpx
 
 from localprom import ScrapeTarget
 
-ROW = {"rows": [[62.0, 3.0, 1.0]]}
+# What the load generators send: one row per request, cycling through flats drawn like the room-price
+# training data (area 18..160 m^2, floor 0..24, renovation 0..2; seeded, so every run sends the same).
+# Real traffic varies: one fixed row makes every prediction one point, and two healthy model versions
+# that predict it 0.5 % apart land in different histogram buckets - "drift" between identical models.
+_RNG = random.Random(20261203)
+BODIES = [{"rows": [[round(_RNG.uniform(18.0, 160.0), 1), float(_RNG.randrange(25)), float(_RNG.randrange(3))]]}
+          for _ in range(256)]
 
 
 def targets(namespace: str, name: str, stable_url: str, canary_url: str) -> list[ScrapeTarget]:
@@ -73,7 +79,7 @@ class LoadGenerator:
                 track = "canary" if rng.random() * 100 < self._weight else "stable"
                 url = self.canary_url if track == "canary" else self.stable_url
                 try:
-                    r = client.post(url + "/predict", json=ROW)
+                    r = client.post(url + "/predict", json=BODIES[rng.randrange(len(BODIES))])
                     if r.status_code >= 500:
                         self.errors[track] += 1
                 except httpx.HTTPError:
@@ -118,10 +124,11 @@ class ServiceLoad:
     def _run(self, workers: int) -> None:
         interval = workers / self.rate_per_second
         deadline = time.monotonic() + self.max_seconds
+        rng = random.Random(threading.get_ident())
         with httpx.Client(timeout=5.0, headers={**self.headers, "Connection": "close"}) as client:
             while not self._stop.is_set() and time.monotonic() < deadline and len(self.records) < self.max_requests:
                 try:
-                    r = client.post(self.url + "/predict", json=ROW)
+                    r = client.post(self.url + "/predict", json=BODIES[rng.randrange(len(BODIES))])
                     rec = (time.monotonic(), r.headers.get("x-model-version", "-"), r.status_code)
                 except httpx.HTTPError as e:  # no answer: "-" and what went wrong (ConnectError, ReadTimeout, ...)
                     rec = (time.monotonic(), f"-{type(e).__name__}", 0)

@@ -138,7 +138,7 @@ def judge(m: Measurement, time: str) -> AnalysisRecord:
 
 
 def _pct(c: float) -> str:
-    return f"{100 * c:.4g} %"
+    return "> 99.99 %" if c > 0.9999 else f"{100 * c:.4g} %"
 
 
 def _decide(fail_conf: float, pass_conf: float, enough: bool, fail_level: float,
