@@ -269,22 +269,11 @@ class ModelService:
             labelnames=["model_name", "model_version"],
             buckets=tuple(self.card.get("target", {}).get("buckets") or (0.0,)),
         ).labels(model_name=self.model_name, model_version=self.model_version)
-        feature_hist = bentoml.metrics.Histogram(
-            name="modeldeploy_input_feature_zscore",
-            documentation="Input features as z-scores against the training split, by model version",
-            labelnames=["feature", "model_name", "model_version"],
-            buckets=ZSCORE_BUCKETS,
-        )
-        self.feature_hists = [feature_hist.labels(feature=n, model_name=self.model_name,
-                                                  model_version=self.model_version) for n in self.feature_names]
-        input_hist = bentoml.metrics.Histogram(
-            name="modeldeploy_input_feature",
-            documentation="Input features in their own units on one fixed layout, by model version",
-            labelnames=["feature", "model_name", "model_version"],
-            buckets=INPUT_BUCKETS,
-        )
-        self.input_hists = [input_hist.labels(feature=n, model_name=self.model_name,
-                                              model_version=self.model_version) for n in self.feature_names]
+        self.feature_hists = self._per_feature("modeldeploy_input_feature_zscore",
+                                               "Input features as z-scores against the training split",
+                                               ZSCORE_BUCKETS)
+        self.input_hists = self._per_feature("modeldeploy_input_feature",
+                                             "Input features in their own units on one fixed layout", INPUT_BUCKETS)
         # Everything loaded so far lives as long as the process: keep it out of the garbage collector's
         # scans, and collect young objects less often - GC pauses were the p99 tail under load.
         gc.collect()
@@ -292,6 +281,13 @@ class ModelService:
         gc.set_threshold(20_000, 20, 20)
         logger.info("serving %s:%s (%s runtime) from %s", self.model_name, self.model_version,
                     self.predictor.runtime, self.artifact_dir)
+
+    def _per_feature(self, name: str, documentation: str, buckets: tuple[float, ...]) -> list[Any]:
+        """One histogram child per input feature, labelled with this model's name and version."""
+        hist = bentoml.metrics.Histogram(name=name, documentation=f"{documentation}, by model version",
+                                         labelnames=["feature", "model_name", "model_version"], buckets=buckets)
+        return [hist.labels(feature=n, model_name=self.model_name, model_version=self.model_version)
+                for n in self.feature_names]
 
     def _observe(self, X: np.ndarray, y: np.ndarray) -> None:
         for v in y.tolist():

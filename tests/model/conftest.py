@@ -35,6 +35,18 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_test_artifact(tmp_path_factory.mktemp("tiny") / "artifact", version_seed=1)
 
 
+@pytest.fixture(scope="module")
+def server(tiny_artifact: Path):  # type: ignore[no-untyped-def]
+    """`tiny_artifact` served by `bentoml serve` on a free port, for one test module."""
+    from modeldeploy_model.testing import serve_subprocess
+
+    s = serve_subprocess(tiny_artifact)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The whole pipeline once, on small data: ridge, forest and mlp, gated, exported, packaged."""

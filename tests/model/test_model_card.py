@@ -10,18 +10,9 @@ import pytest
 from modeldeploy.api import ModelCard
 from modeldeploy.controller.cards import CardError, fetch_card
 from modeldeploy_model import runtime
-from modeldeploy_model.testing import free_port, serve_subprocess
+from modeldeploy_model.testing import free_port
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server(tiny_artifact):
-    s = serve_subprocess(tiny_artifact)
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def test_fetch_card_from_a_served_model(server, tiny_artifact):

@@ -43,6 +43,7 @@ and both records are Inconclusive instead of Fail.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Literal
@@ -159,6 +160,23 @@ def _why_inconclusive(enough: bool, n: float, spec: Analysis, fail_conf: float, 
             f"{_pct(fail_conf)}, need {_pct(fail_level)}")
 
 
+def _bounded(rec: AnalysisRecord, bounds: Callable[[float], tuple[float, float]], limit: float, enough: bool,
+             n: float, spec: Analysis, fail_level: float, pass_level: float | None, seen: str, beyond: str,
+             within: str) -> None:
+    """Verdict, confidence and message of a check whose statistic has confidence bounds (lower, upper) at z:
+    beyond `limit` when the lower bound is above it, within when the upper bound is at or below it."""
+    fail_conf = stats.confidence_reached(lambda z: bounds(z)[0], lambda lo: lo > limit)
+    pass_conf = stats.confidence_reached(lambda z: bounds(z)[1], lambda hi: hi <= limit)
+    rec.verdict, conf = _decide(fail_conf, pass_conf, enough, fail_level, pass_level)
+    rec.confidence = round(conf, 6)
+    if rec.verdict == "Fail":
+        rec.message = f"{seen}: {beyond} with {_pct(conf)} confidence"
+    elif rec.verdict == "Pass":
+        rec.message = f"{seen}: {within} with {_pct(conf)} confidence"
+    else:
+        rec.message = f"{seen}: " + _why_inconclusive(enough, n, spec, fail_conf, pass_conf, fail_level, pass_level)
+
+
 def _error_rate(c: Comparison, canary: Track, stable: Track, spec: Analysis, time: str, fail_level: float,
                 pass_level: float | None) -> AnalysisRecord:
     limit = c.check.max_increase or 0.0
@@ -170,19 +188,12 @@ def _error_rate(c: Comparison, canary: Track, stable: Track, spec: Analysis, tim
                        "the stable served no requests in the window: nothing to compare with")
         return rec
     pc, ps = ec / nc, es / ns
-    fail_conf = stats.confidence_reached(lambda z: stats.newcombe(ec, nc, es, ns, z)[0], lambda lo: lo > limit)
-    pass_conf = stats.confidence_reached(lambda z: stats.newcombe(ec, nc, es, ns, z)[1], lambda hi: hi <= limit)
-    enough = nc >= spec.min_requests and ns >= spec.min_requests
-    rec.verdict, conf = _decide(fail_conf, pass_conf, enough, fail_level, pass_level)
-    rec.value, rec.baseline, rec.confidence = pc - ps, ps, round(conf, 6)
+    rec.value, rec.baseline = pc - ps, ps
     seen = (f"error rate canary {_fmt(pc)} ({ec:.0f} of {nc:.0f}) vs stable {_fmt(ps)} ({es:.0f} of {ns:.0f}), "
             f"{pc - ps:+.4g}")
-    if rec.verdict == "Fail":
-        rec.message = f"{seen}: more than {limit:+.4g} above the stable's with {_pct(conf)} confidence"
-    elif rec.verdict == "Pass":
-        rec.message = f"{seen}: within {limit:+.4g} of the stable's with {_pct(conf)} confidence"
-    else:
-        rec.message = f"{seen}: " + _why_inconclusive(enough, nc, spec, fail_conf, pass_conf, fail_level, pass_level)
+    _bounded(rec, lambda z: stats.newcombe(ec, nc, es, ns, z), limit,
+             nc >= spec.min_requests and ns >= spec.min_requests, nc, spec, fail_level, pass_level, seen,
+             f"more than {limit:+.4g} above the stable's", f"within {limit:+.4g} of the stable's")
     return rec
 
 
@@ -201,20 +212,13 @@ def _latency(c: Comparison, canary: Track, stable: Track, spec: Analysis, time: 
         return rec
     limit, allowed = ratio * qs, 1 - q
     slow = max(0.0, nc - stats.count_below(canary.buckets, limit, lower=0.0))
-    fail_conf = stats.confidence_reached(lambda z: stats.wilson(slow, nc, z)[0], lambda lo: lo > allowed)
-    pass_conf = stats.confidence_reached(lambda z: stats.wilson(slow, nc, z)[1], lambda hi: hi <= allowed)
-    enough = nc >= spec.min_requests and ns >= spec.min_requests
-    rec.verdict, conf = _decide(fail_conf, pass_conf, enough, fail_level, pass_level)
-    rec.value, rec.baseline, rec.confidence = qc / qs, qs, round(conf, 6)
+    rec.value, rec.baseline = qc / qs, qs
     name = c.check.name.removeprefix("latency-")
     seen = (f"{name} canary {_fmt(qc)}s vs stable {_fmt(qs)}s (x{qc / qs:.3g}); {slow:.0f} of {nc:.0f} canary "
             f"requests slower than {ratio:g} x the stable's {name} ({_fmt(limit)}s), {_pct(allowed)} allowed")
-    if rec.verdict == "Fail":
-        rec.message = f"{seen}: slower than x{ratio:g} the stable's with {_pct(conf)} confidence"
-    elif rec.verdict == "Pass":
-        rec.message = f"{seen}: within x{ratio:g} of the stable's with {_pct(conf)} confidence"
-    else:
-        rec.message = f"{seen}: " + _why_inconclusive(enough, nc, spec, fail_conf, pass_conf, fail_level, pass_level)
+    _bounded(rec, lambda z: stats.wilson(slow, nc, z), allowed, nc >= spec.min_requests and ns >= spec.min_requests,
+             nc, spec, fail_level, pass_level, seen, f"slower than x{ratio:g} the stable's",
+             f"within x{ratio:g} of the stable's")
     return rec
 
 
