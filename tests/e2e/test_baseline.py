@@ -112,10 +112,25 @@ def test_a_healthy_canary_passes_the_baseline_checks_and_is_promoted(
     scenario(analysis={"metrics": [{"name": "error-rate", "max": 0.05, "maxIncrease": 0.02},
                                    {"name": "prediction-drift", "max": 0.2}]},
              canary={"steps": [25, 50], "interval": "15s"})
+    # The model card, read by the in-cluster operator from a v1 pod's /metadata, is on the stable revision.
+    wait_for(lambda: (rk.status("price").get("stable") or {}).get("card"), 60, what="the stable's model card")
+    assert rk.status("price")["stable"]["card"]["version"] == node_images.versions["v1"]
     rk.patch("price", {"model": node_images.model("v3")})
+    # During the canary its own card stands beside the stable's.
+    during: dict[str, Any] = {}
+
+    def canary_card() -> bool:
+        during.update(rk.status("price"))
+        return bool((during.get("canary") or {}).get("card"))
+
+    wait_for(canary_card, 90, what="the canary's model card while it runs")
+    assert during["canary"]["card"]["version"] == node_images.versions["v3"], during["canary"]
+    assert during["stable"]["card"]["version"] == node_images.versions["v1"]
     wait_for(lambda: decided(rk, ":v3"), 240, what="v3 promoted or rolled back")
     st = rk.status("price")
     assert st["phase"] == "Healthy", st.get("message")
+    assert st["stable"]["card"]["version"] == node_images.versions["v3"]  # the promoted canary's card
+    assert st["stable"]["card"]["gate"]["passed"] is True and st["stable"]["card"]["summary"]
     for metric in ("error-rate-vs-stable", "prediction-drift"):
         rec = record(st, metric, "Pass")
         assert rec["confidence"] >= 0.8, rec
