@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup test test-unit test-readme lint typecheck cluster-up cluster-down cluster-images cluster-status traefik-up traefik-down \
-        demo kind-demo kind-up kind-down kind-node-image test-kind bench-operator bench-serving bench-canary bench-peers \
+        demo kind-demo kind-up kind-down kind-node-image test-kind bench-operator bench-serving bench-canary bench-baseline bench-peers \
         chart-lint crd image images test-e2e clean
 
 help: ## list the targets
@@ -69,6 +69,9 @@ bench-serving: setup ## benchmark: served model throughput/latency vs another mo
 
 bench-canary: setup ## benchmark: fault onset -> canary weight 0, fast and slow settings (bench/results/canary.json)
 	$(PY) tests/benchmarks/bench_canary.py
+
+bench-baseline: setup ## benchmark: baseline checks (drift, 80 % failing, stable-wide incident, healthy): evidence and time to decide (bench/results/baseline.json)
+	$(PY) tests/benchmarks/bench_baseline.py
 
 bench-peers: setup ## benchmark (root, real node): modeldeploy vs Flagger vs Argo Rollouts, same fault and load (bench/results/peers.json; BENCH_RUNS=1 for a quick run, BENCH_APPEND=1 adds rounds)
 	$(PY) hack/images.py build bento

@@ -128,7 +128,10 @@ def main() -> int:
 
 
 def one_run(custom: client.CustomObjectsApi, ns: str, stable_url: str, canary_url: str, kind: str, profile: str,
-            scrape: str, interval: str, failure_limit: int, prom_dir: Path) -> dict[str, Any]:
+            scrape: str, interval: str, failure_limit: int, prom_dir: Path,
+            metrics: list[dict[str, Any]] | None = None, min_requests: int = 10) -> dict[str, Any]:
+    """One canary of `canary_url` against `stable_url`; rolled-back runs time fault onset -> weight 0 and
+    record the analysis that decided (bench_baseline.py reuses this with its own checks)."""
     name = "price"
     prom_dir.mkdir(parents=True, exist_ok=True)
     prom = PrometheusServer(targets(ns, name, stable_url, canary_url), scrape_interval=scrape, workdir=prom_dir)
@@ -143,9 +146,9 @@ def one_run(custom: client.CustomObjectsApi, ns: str, stable_url: str, canary_ur
         body = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
                 "spec": {"model": {"image": "registry.example/p:v1", "bento": "p:v1"}, "replicas": 2,
                          "rollout": {"strategy": "Canary", "canary": {"steps": [25, 50, 75], "interval": interval},
-                                     "analysis": {"prometheus": {"address": prom.url}, "minRequests": 10,
+                                     "analysis": {"prometheus": {"address": prom.url}, "minRequests": min_requests,
                                                   "failureLimit": failure_limit,
-                                                  "metrics": [{"name": "error-rate", "max": THRESHOLD}]}}}}
+                                                  "metrics": metrics or [{"name": "error-rate", "max": THRESHOLD}]}}}}
         custom.create_namespaced_custom_object("modeldeploy.io", "v1alpha1", ns, "modeldeployments", body)
         wait_until(lambda: status().get("phase") == "Healthy", 60, "v1 Healthy")
         wait_until(prom.targets_up, 60, "both servers scraped")
@@ -168,12 +171,15 @@ def one_run(custom: client.CustomObjectsApi, ns: str, stable_url: str, canary_ur
                 promoted = (st.get("stableModel") or {}).get("bento") == "p:v2"
                 break
             time.sleep(0.1)
+        final = status()
+        decided = next((a for a in final.get("lastAnalysis") or [] if a.get("verdict") == "Fail"), None)
         return {"profile": profile, "canary": kind, "namespace": ns, "scrape_interval": scrape, "interval": interval,
                 "failure_limit": failure_limit,
-                "fault_to_weight0_s": round(end - onset, 2) if onset and end and kind == "faulty" else None,
+                "fault_to_weight0_s": round(end - onset, 2) if onset and end and rolled_back else None,
+                "decided_by": decided,
                 "apply_to_promoted_s": round(end - applied, 2) if end and promoted else None,
                 "rolled_back": rolled_back, "promoted": promoted, "canary_requests": load.sent["canary"],
-                "canary_5xx": load.errors["canary"], "message": status().get("message", "")}
+                "canary_5xx": load.errors["canary"], "message": final.get("message", "")}
     finally:
         if load is not None:
             load.stop()
