@@ -286,5 +286,9 @@ class Kube:
         try:
             self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
         except ApiException as e:  # an Event is best effort; never fail a reconcile over it
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"],
-                        e.reason)
+            # A namespace being deleted refuses new Events (403 NamespaceTerminating): it is going away, and the
+            # object with it - not a permission problem worth a warning.
+            terminating = e.status == 403 and "NamespaceTerminating" in str(e.body)
+            (log.debug if terminating else log.warning)(
+                "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"],
+                "namespace terminating" if terminating else e.reason)

@@ -226,3 +226,31 @@ def test_retrying_waits_for_every_create() -> None:
         ex.execute(m, p, background_creates=False)
     ex.close()
     assert [c[1] for c in kube.calls] == ["Deployment", "Service"] and not kube.cached
+
+
+def test_an_event_refused_by_a_terminating_namespace_is_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A namespace being deleted refuses Events (403 NamespaceTerminating): expected, not a permission problem;
+    any other refusal is a warning naming the Event and the object."""
+    import logging
+
+    class Refusing(Kube):
+        def __init__(self, body: str) -> None:
+            super().__init__(cast(Any, None))
+            self.body = body
+
+        def _call(self, *args: Any, **kwargs: Any) -> Any:
+            e = ApiException(status=403, reason="Forbidden")
+            e.body = self.body
+            raise e
+
+    owner = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
+             "metadata": {"name": "price", "namespace": "ml", "uid": "u"}}
+    with caplog.at_level(logging.DEBUG, logger="modeldeploy.k8s"):
+        Refusing('{"reason": "Forbidden", "details": {"causes": [{"reason": "NamespaceTerminating"}]}}').event(
+            owner, "Normal", "PhaseProgressing", "m")
+        assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+        caplog.clear()
+        Refusing('{"reason": "Forbidden", "message": "events is forbidden: User cannot create"}').event(
+            owner, "Normal", "PhaseProgressing", "m")
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        assert "PhaseProgressing on ml/price: Forbidden" in caplog.records[0].getMessage()
