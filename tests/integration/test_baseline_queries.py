@@ -64,9 +64,13 @@ def test_baseline_queries_read_both_tracks_and_the_judges_see_drift_and_errors(
     assert set(codes["stable"]) == {200} and codes["canary"].count(500) > ROWS // 4
 
     provider = PrometheusProvider(prom.url)
-    scraped = ('min(sum by (modeldeploy_io_track) (bentoml_service_request_total{endpoint="/predict"}) and '
-               'on (modeldeploy_io_track) sum by (modeldeploy_io_track) (modeldeploy_prediction_count))')
-    wait_for(lambda: (provider.query(scraped) or 0) >= ROWS, 30, what="Prometheus scraped every request of both")
+    per_track = 'sum by (modeldeploy_io_track) (bentoml_service_request_total{endpoint="/predict"})'
+
+    def scraped() -> bool:  # both tracks, each with every request (a track not scraped yet has no series at all)
+        seen = {labels.get("modeldeploy_io_track"): v for labels, v in provider.query_vector(per_track)}
+        return seen.get("stable", 0) >= ROWS and seen.get("canary", 0) >= ROWS
+
+    wait_for(scraped, 30, what="Prometheus scraped every request of both tracks")
     spec = Analysis(minRequests=50)
 
     def judge(check: MetricCheck):  # type: ignore[no-untyped-def]
