@@ -115,6 +115,23 @@ def test_a_failed_background_create_is_forgotten_and_its_owner_retried() -> None
     assert "Service" not in kube.cached  # the next pass asks the server, and creates it again
 
 
+def test_a_background_create_refused_by_a_terminating_namespace_is_dropped_quietly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Deleting a namespace deletes the children first; their deletion wakes a reconcile that re-creates them,
+    and the server refuses with 403 NamespaceTerminating: nothing to retry, no warning."""
+    m, p = _fresh()
+    terminating = ApiException(status=403, reason="Forbidden")
+    terminating.body = json.dumps({"reason": "Forbidden", "details": {"causes": [{"reason": "NamespaceTerminating"}]}})
+    kube = SlowKube(fail_kind="Service", refusal=terminating)
+    retried: list[tuple[str, str, str]] = []
+    ex = Executor(cast(Kube, kube), on_create_failed=lambda ns, name, msg: retried.append((ns, name, msg)))
+    with caplog.at_level("WARNING", logger="modeldeploy.controller.executor"):
+        ex.execute(m, p)
+        ex.close()
+    assert retried == [] and not caplog.records
+    assert "Service" not in kube.cached
+
+
 def test_a_failed_deployment_create_fails_the_pass() -> None:
     m, p = _fresh()
     ex = Executor(cast(Kube, SlowKube(fail_kind="Deployment")))

@@ -219,6 +219,12 @@ class Executor:
         if e is None:
             return
         self.kube.forget(action.kind, md.namespace, action.name)
+        if isinstance(e, ApiException) and e.status == 403 and "NamespaceTerminating" in str(e.body):
+            # The namespace is being deleted (its children go first, and their deletion woke the reconcile that
+            # re-created them): the object goes with it; nothing to retry, nothing to warn about.
+            log.debug("%s/%s: create of %s %s skipped: namespace terminating", md.namespace, md.name, action.kind,
+                      action.name)
+            return
         opmetrics.RECONCILE_ERRORS.labels(type(e).__name__).inc()
         log.warning("%s/%s: create of %s %s failed: %s", md.namespace, md.name, action.kind, action.name, e)
         if self.on_create_failed is not None:
