@@ -38,8 +38,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     canary_art = build_test_artifact(root / "v4", version_seed=4, label_scale=1.6)
     started: dict[str, ServedModel] = {}
     try:
-        started["stable"] = serve_subprocess(stable_art, log_path=Path(root / "stable.log"))
-        started["canary"] = serve_subprocess(canary_art, env={"MODELDEPLOY_FAULT_ERROR_RATE": "0.5"},
+        # Each server its own BENTOML_HOME, as each pod has: two servers sharing one also share BentoML's
+        # prometheus_multiproc_dir, and one's /metrics then shows the other's histograms.
+        started["stable"] = serve_subprocess(stable_art, env={"BENTOML_HOME": str(root / "home-stable")},
+                                             log_path=Path(root / "stable.log"))
+        started["canary"] = serve_subprocess(canary_art, env={"MODELDEPLOY_FAULT_ERROR_RATE": "0.5",
+                                                              "BENTOML_HOME": str(root / "home-canary")},
                                              log_path=Path(root / "canary.log"))
         yield started
     finally:
@@ -64,13 +68,21 @@ def test_baseline_queries_read_both_tracks_and_the_judges_see_drift_and_errors(
     assert set(codes["stable"]) == {200} and codes["canary"].count(500) > ROWS // 4
 
     provider = PrometheusProvider(prom.url)
-    per_track = 'sum by (modeldeploy_io_track) (bentoml_service_request_total{endpoint="/predict"})'
+    ok = codes["canary"].count(200)
+    want = {"bentoml_service_request_total": {"stable": ROWS, "canary": ROWS},
+            "modeldeploy_prediction_count": {"stable": ROWS, "canary": ok}}
 
-    def scraped() -> bool:  # both tracks, each with every request (a track not scraped yet has no series at all)
-        seen = {labels.get("modeldeploy_io_track"): v for labels, v in provider.query_vector(per_track)}
-        return seen.get("stable", 0) >= ROWS and seen.get("canary", 0) >= ROWS
+    def scraped() -> bool:
+        """Every request and every prediction of both tracks (a track not scraped yet has no series at all; the
+        request counter can be a scrape ahead of the prediction histogram, which batching fills later)."""
+        for metric, per_track in want.items():
+            seen = {labels.get("modeldeploy_io_track"): v for labels, v in provider.query_vector(
+                f'sum by (modeldeploy_io_track) ({metric}{{endpoint=~"/predict|"}})')}
+            if any(seen.get(track, 0) < n for track, n in per_track.items()):
+                return False
+        return True
 
-    wait_for(scraped, 30, what="Prometheus scraped every request of both tracks")
+    wait_for(scraped, 30, what="Prometheus scraped every request and prediction of both tracks")
     spec = Analysis(minRequests=50)
 
     def judge(check: MetricCheck):  # type: ignore[no-untyped-def]
@@ -80,7 +92,6 @@ def test_baseline_queries_read_both_tracks_and_the_judges_see_drift_and_errors(
 
     c, drift = judge(MetricCheck(name="prediction-drift"))
     assert c.canary is not None and c.stable is not None
-    ok = codes["canary"].count(200)
     assert sum(1 for le, _ in c.canary.buckets if le == float("inf")) == 1
     assert max(n for _, n in c.canary.buckets) == ok and max(n for _, n in c.stable.buckets) == ROWS
     assert drift.verdict == "Fail" and drift.value is not None and drift.value > 0.2, drift.message
